@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Execute every notebook once and build the Jupyter Book from the executed copies.
+
+    python book/build.py            # full mode (what `make book` runs)
+    python book/build.py --fast     # fast mode, for a quick look
+    python book/build.py --reuse    # keep executed copies newer than their source
+
+The executed notebooks go to book/notebooks/ (ignored by git); the book's configuration turns
+execution off, so Sphinx never runs a notebook a second time. Timings go to
+book/_build/timings.json (they feed the README's table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from pets_lite import nbrun  # noqa: E402
+
+
+def execute_all(out_dir: Path, fast: bool, reuse: bool, only: list[str] | None = None) -> dict:
+    """Execute the chapter notebooks into ``out_dir``; return ``{name: seconds}``."""
+    timings = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in nbrun.notebook_paths():
+        if only and not any(key in path.stem for key in only):
+            continue
+        target = out_dir / path.name
+        if reuse and target.exists() and target.stat().st_mtime > path.stat().st_mtime:
+            print(f"reuse    {path.name}", flush=True)
+            continue
+        print(f"execute  {path.name} ({'fast' if fast else 'full'} mode)", flush=True)
+        start = time.perf_counter()
+        nbrun.execute(path, target, fast=fast, timeout=3600)
+        timings[path.stem] = round(time.perf_counter() - start, 1)
+        print(f"done     {path.name} in {timings[path.stem]:.0f} s", flush=True)
+    return timings
+
+
+def build_html(source: Path, strict: bool = True) -> Path:
+    """``jupyter-book build`` of ``source``; warnings are errors when ``strict``."""
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(source), "--builder", "html"]
+    if strict:
+        cmd += ["-W", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    return source / "_build" / "html" / "index.html"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", action="store_true", help="execute in fast mode")
+    parser.add_argument("--reuse", action="store_true", help="keep up-to-date executed copies")
+    parser.add_argument("--only", nargs="*", help="execute only notebooks whose name has these")
+    parser.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    timings = execute_all(HERE / "notebooks", fast=args.fast, reuse=args.reuse, only=args.only)
+    index = build_html(HERE, strict=not args.no_strict)
+    timings["_total_seconds"] = round(time.perf_counter() - start, 1)
+    timings["_mode"] = "fast" if args.fast else "full"
+    (HERE / "_build" / "timings.json").write_text(json.dumps(timings, indent=1))
+    print(f"\nThe book is at {index}  (total {timings['_total_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

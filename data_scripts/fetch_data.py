@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Fetch and verify MedMNIST files: a command-line front over :mod:`pets_lite.data`.
+
+    python data_scripts/fetch_data.py                      # pneumoniamnist and breastmnist
+    python data_scripts/fetch_data.py --verify             # verify what is on disk, download nothing
+    python data_scripts/fetch_data.py pathmnist --dest d/  # another flag, into a folder
+    python data_scripts/fetch_data.py --list               # the registry
+
+Exit status 0 when every requested file is present and verified, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pets_lite import data  # noqa: E402
+
+DEFAULT_FLAGS = ("pneumoniamnist", "breastmnist")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("flags", nargs="*", help="MedMNIST flags (default: %(default)s)",
+                        default=list(DEFAULT_FLAGS))
+    parser.add_argument("--all", action="store_true", help="every 2D flag in the registry")
+    parser.add_argument("--verify", action="store_true",
+                        help="only verify files already on disk; never download")
+    parser.add_argument("--dest", type=Path, help="download into this folder (default: user cache)")
+    parser.add_argument("--list", action="store_true", help="print the registry and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for meta in data.REGISTRY.values():
+            print(f"{meta.flag:16} {meta.md5}  {meta.task:26} {meta.url}")
+        return 0
+    flags = sorted(data.REGISTRY) if args.all else args.flags
+    failures = 0
+    for flag in flags:
+        try:
+            data.info(flag)
+            if args.dest is not None:
+                path = data.fetch(flag, dest_dir=args.dest, progress=not args.verify) \
+                    if not args.verify else data.verify(args.dest / f"{flag}.npz", flag)
+            else:
+                path = data.resolve(flag, download=not args.verify)
+            print(f"ok       {flag:16} {path}")
+        except (data.DataError, FileNotFoundError) as exc:
+            failures += 1
+            print(f"FAILED   {flag:16} {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

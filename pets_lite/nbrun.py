@@ -1,0 +1,84 @@
+"""Execute the notebooks and read back what they recorded: one mechanism for tests and the book.
+
+A notebook records results with :func:`pets_lite.results.record` (myst-nb ``glue``); after
+:func:`execute` runs it headless, :func:`glued` returns those values as a dict, and the test-suite
+asserts on them in ranges.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import time
+from pathlib import Path
+
+from . import config
+
+GLUE_MIME = "application/papermill.record/text/plain"
+
+
+def notebooks_dir() -> Path:
+    """The repository's ``notebooks/`` folder."""
+    return config.project_root() / "notebooks"
+
+
+def notebook_paths() -> list[Path]:
+    """Every chapter notebook, in order (files starting with ``_`` or ``.`` are not chapters)."""
+    return sorted(p for p in notebooks_dir().glob("*.ipynb") if not p.name.startswith(("_", ".")))
+
+
+def has_outputs(path: str | os.PathLike) -> list[int]:
+    """Indices of code cells in ``path`` that carry outputs or execution counts."""
+    nb = json.loads(Path(path).read_text())
+    return [i for i, cell in enumerate(nb["cells"]) if cell["cell_type"] == "code"
+            and (cell.get("outputs") or cell.get("execution_count") is not None)]
+
+
+def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, fast: bool = True,
+            timeout: int = 900, extra_env: dict[str, str] | None = None):
+    """Run a notebook top to bottom in a fresh kernel; write the executed copy to ``out_path``.
+
+    ``fast`` sets ``PETS_FAST`` for the kernel; ``timeout`` bounds every cell (seconds). Returns the
+    executed ``NotebookNode`` with ``metadata.pets_lite = {"seconds", "fast"}`` added. A failing cell
+    raises ``nbclient.exceptions.CellExecutionError`` naming the cell and the error.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    env = {"PETS_FAST": "1" if fast else "0", "PETS_PROGRESS": "final", "MPLBACKEND": "inline",
+           **(extra_env or {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    start = time.perf_counter()
+    try:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    nb.metadata["pets_lite"] = {"seconds": round(time.perf_counter() - start, 1), "fast": fast}
+    if out_path is not None:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_suffix(".tmp")
+        nbformat.write(nb, tmp)
+        tmp.replace(out_path)
+    return nb
+
+
+def glued(nb) -> dict:
+    """The values a notebook recorded with :func:`pets_lite.results.record`, by name."""
+    values = {}
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            meta = output.get("metadata", {}).get("scrapbook")
+            if meta and GLUE_MIME in output.get("data", {}):
+                values[meta["name"]] = ast.literal_eval(output["data"][GLUE_MIME])
+    return values

@@ -1,0 +1,67 @@
+"""Shared test set-up: fast mode, the shared data folder, a private cache, the notebook runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data" / "medmnist"
+_SESSION_CACHE = tempfile.mkdtemp(prefix="pets-test-cache-")
+
+
+def pytest_configure(config):
+    # Tests never download: they read the official files from the shared folder when it is there.
+    if not os.environ.get("PETS_DATA_DIR") and SHARED_DATA.is_dir():
+        os.environ["PETS_DATA_DIR"] = str(SHARED_DATA)
+    os.environ["PETS_FAST"] = "1"
+    # A fresh model cache per test session: notebooks share models within a run, never across runs.
+    os.environ["PETS_CACHE_DIR"] = _SESSION_CACHE
+    os.environ.setdefault("PETS_PROGRESS", "final")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def executed_dir(tmp_path_factory) -> Path:
+    """Where the test-suite writes executed notebooks (the book test builds from them)."""
+    return tmp_path_factory.mktemp("executed")
+
+
+_RUNS: dict[str, tuple] = {}
+
+
+@pytest.fixture(scope="session")
+def executed(executed_dir):
+    """``executed(name, timeout=...)``: run notebook ``name`` once per session in fast mode and
+    return what it recorded (``pets_lite.results.record``) as a dict. Later calls reuse the run."""
+    from pets_lite import nbrun
+
+    def run(name: str, timeout: int = 600) -> dict:
+        if name not in _RUNS:
+            path = nbrun.notebooks_dir() / f"{name}.ipynb"
+            assert path.exists(), f"no notebook {path}"
+            nb = nbrun.execute(path, executed_dir / path.name, fast=True, timeout=timeout)
+            _RUNS[name] = (nb, nbrun.glued(nb))
+        return _RUNS[name][1]
+
+    return run
+
+
+@pytest.fixture
+def data_available() -> bool:
+    """Skip a test that needs the MedMNIST files when they are nowhere on disk (a user's machine
+    before `make book`); CI always has them through the shared folder."""
+    from pets_lite import data
+
+    if not any(p.exists() for p in data.candidates("pneumoniamnist")):
+        if os.environ.get("CI"):
+            pytest.fail("CI must find the MedMNIST files: set PETS_DATA_DIR")
+        pytest.skip("MedMNIST files not on disk: run `python data_scripts/fetch_data.py` first")
+    return True
