@@ -4,6 +4,7 @@
     python book/build.py            # full mode (what `make book` runs)
     python book/build.py --fast     # fast mode, for a quick look
     python book/build.py --reuse    # keep executed copies newer than their source
+    python book/build.py --fast --only 02 --workdir /tmp/mybook   # a private copy, one chapter
 
 The executed notebooks go to book/notebooks/ (ignored by git); the book's configuration turns
 execution off, so Sphinx never runs a notebook a second time. Timings go to
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -46,11 +48,24 @@ def execute_all(out_dir: Path, fast: bool, reuse: bool, only: list[str] | None =
 
 def build_html(source: Path, strict: bool = True) -> Path:
     """``jupyter-book build`` of ``source``; warnings are errors when ``strict``."""
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(source), "--builder", "html"]
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--builder", "html"]
     if strict:
         cmd += ["-W", "--keep-going"]
     subprocess.run(cmd, check=True)
     return source / "_build" / "html" / "index.html"
+
+
+def stage(workdir: Path, executed: list[Path] = ()) -> Path:
+    """Copy the book's sources (not its build or executed notebooks) to ``workdir``, then the
+    ``executed`` notebooks into ``workdir/notebooks``; return ``workdir``."""
+    workdir = Path(workdir)
+    if workdir.resolve() != HERE:
+        shutil.copytree(HERE, workdir, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("_build", "notebooks", "__pycache__"))
+    (workdir / "notebooks").mkdir(parents=True, exist_ok=True)
+    for nb in executed:
+        shutil.copy2(nb, workdir / "notebooks" / Path(nb).name)
+    return workdir
 
 
 def main() -> int:
@@ -58,14 +73,17 @@ def main() -> int:
     parser.add_argument("--fast", action="store_true", help="execute in fast mode")
     parser.add_argument("--reuse", action="store_true", help="keep up-to-date executed copies")
     parser.add_argument("--only", nargs="*", help="execute only notebooks whose name has these")
+    parser.add_argument("--workdir", type=Path, default=HERE,
+                        help="build in a copy of the book here (default: book/ itself)")
     parser.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
     args = parser.parse_args()
     start = time.perf_counter()
-    timings = execute_all(HERE / "notebooks", fast=args.fast, reuse=args.reuse, only=args.only)
-    index = build_html(HERE, strict=not args.no_strict)
+    workdir = stage(args.workdir)
+    timings = execute_all(workdir / "notebooks", fast=args.fast, reuse=args.reuse, only=args.only)
+    index = build_html(workdir, strict=not args.no_strict)
     timings["_total_seconds"] = round(time.perf_counter() - start, 1)
     timings["_mode"] = "fast" if args.fast else "full"
-    (HERE / "_build" / "timings.json").write_text(json.dumps(timings, indent=1))
+    (workdir / "_build" / "timings.json").write_text(json.dumps(timings, indent=1))
     print(f"\nThe book is at {index}  (total {timings['_total_seconds']:.0f} s)")
     return 0
 

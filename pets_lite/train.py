@@ -178,3 +178,39 @@ def cached_model(name: str, spec: dict, build, train_fn, refresh: bool = False):
         write(tmp)
         tmp.replace(path)
     return model, results, False
+
+
+#: The baseline recipe of chapter 00, shared by every chapter that compares against it.
+BASELINE = {"width": 32, "depth": 3, "epochs": 12, "fast_epochs": 5, "batch_size": 128, "lr": 2e-3}
+
+
+def baseline_model(flag: str = "pneumoniamnist", seed: int = 0, fast: bool | None = None,
+                   refresh: bool = False, progress: bool = True):
+    """Chapter 00's non-private baseline: trained once per (flag, seed, mode), cached, reused.
+
+    Returns ``(model, splits, history)``; ``splits`` are the ``{"train", "val", "test"}`` datasets
+    it was trained and selected on (fast-mode subsets when ``fast``).
+    """
+    from . import data, models
+
+    fast = config.is_fast() if fast is None else fast
+    meta = data.info(flag)
+    epochs = BASELINE["fast_epochs"] if fast else BASELINE["epochs"]
+    splits = data.load_splits(flag, fast=fast, seed=seed)
+    spec = {"flag": flag, "md5": meta.md5, "fast": fast, "seed": seed, "epochs": epochs,
+            **{k: BASELINE[k] for k in ("width", "depth", "batch_size", "lr")}}
+
+    def build():
+        return models.build_model("cnn", in_channels=meta.n_channels, n_classes=meta.n_classes,
+                                  width=BASELINE["width"], depth=BASELINE["depth"])
+
+    def train_fn(model):
+        config.seed_everything(seed)
+        history = fit(model, splits["train"], splits["val"], epochs=epochs, lr=BASELINE["lr"],
+                      batch_size=BASELINE["batch_size"], seed=seed, progress=progress,
+                      desc=f"baseline {flag}")
+        return {"history": vars(history)}
+
+    model, results, _ = cached_model("baseline_cnn", spec, build, train_fn, refresh=refresh)
+    model.eval()
+    return model, splits, History(**results["history"])
