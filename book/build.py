@@ -46,11 +46,18 @@ def execute_all(out_dir: Path, fast: bool, reuse: bool, only: list[str] | None =
     return timings
 
 
-def build_html(source: Path, strict: bool = True) -> Path:
-    """``jupyter-book build`` of ``source``; warnings are errors when ``strict``."""
+def build_html(source: Path, strict: bool = True, capture: bool = False):
+    """``jupyter-book build`` of ``source``; warnings are errors when ``strict``.
+
+    Returns the path of ``index.html``, or the build's log when ``capture`` (a failed build raises
+    ``CalledProcessError`` with the log in ``.stdout``)."""
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--builder", "html"]
     if strict:
         cmd += ["-W", "--keep-going"]
+    if capture:
+        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+        return done.stdout
     subprocess.run(cmd, check=True)
     return source / "_build" / "html" / "index.html"
 

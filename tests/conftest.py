@@ -65,3 +65,8 @@ def data_available() -> bool:
             pytest.fail("CI must find the MedMNIST files: set PETS_DATA_DIR")
         pytest.skip("MedMNIST files not on disk: run `python data_scripts/fetch_data.py` first")
     return True
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the book build last: by then the notebook tests have executed every notebook."""
+    items.sort(key=lambda item: "test_book.py" in item.nodeid)

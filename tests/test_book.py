@@ -1,0 +1,52 @@
+"""The book builds (warnings are errors) from the notebooks the suite executed, without executing
+them again, and every chapter page carries its outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+from pathlib import Path
+
+from pets_lite import nbrun
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_builder():
+    spec = importlib.util.spec_from_file_location("book_build", ROOT / "book" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_book_builds_from_executed_notebooks(executed, executed_dir, tmp_path, data_available):
+    stems = [p.stem for p in nbrun.notebook_paths()]
+    for stem in stems:
+        executed(stem)
+    builder = load_builder()
+    work = builder.stage(tmp_path / "book", sorted(executed_dir.glob("*.ipynb")))
+    log = builder.build_html(work, strict=True, capture=True)
+    html = work / "_build" / "html"
+    assert (html / "index.html").exists()
+    assert "Executing" not in log and not (work / "_build" / ".jupyter_cache").exists(), \
+        "the book must not execute notebooks a second time"
+    for stem in stems:
+        page = (html / "notebooks" / f"{stem}.html").read_text()
+        assert "<img" in page, f"{stem}: no figure on the page"
+        assert "Traceback" not in page, f"{stem}: an error output reached the book"
+    assert (html / "references.html").exists()
+    intro = (html / "intro.html").read_text()
+    assert all(f"notebooks/{stem}.html" in intro for stem in stems), "a chapter is missing from the toc"
+
+
+def test_strict_build_fails_on_a_broken_reference(tmp_path):
+    builder = load_builder()
+    work = builder.stage(tmp_path / "book")
+    (work / "intro.md").write_text((work / "intro.md").read_text() + "\nSee {cite}`no_such_key`.\n")
+    try:
+        builder.build_html(work, strict=True, capture=True)
+    except subprocess.CalledProcessError as err:
+        assert re.search(r"no_such_key|not found", err.stdout + (err.stderr or ""))
+    else:
+        raise AssertionError("a book with an undefined citation built without error under -W")
