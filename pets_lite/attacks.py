@@ -49,3 +49,215 @@ def loss_threshold_attack(model: nn.Module, members: Dataset, nonmembers: Datase
     fpr, tpr, _ = roc_curve(truth, score)
     return {"auc": float(roc_auc_score(truth, score)), "advantage": float(np.max(tpr - fpr)),
             "fpr": fpr, "tpr": tpr, "member_loss": member_loss, "nonmember_loss": nonmember_loss}
+
+
+# ---------------------------------------------------------------------------------------------
+# LiRA: the likelihood-ratio membership attack of Carlini et al. (S&P 2022)
+# ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def logit_confidence(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> np.ndarray:
+    """LiRA's per-example statistic: phi = log p_y - log(1 - p_y), computed stably from logits.
+
+    Carlini et al. use this logit-scaled confidence because, unlike the loss or the raw
+    probability, it is close to Gaussian across models trained with or without the example.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for x, y in loader(dataset, batch_size):
+        z = model(x.to(device)).double()
+        y = y.to(device)
+        true = z.gather(1, y[:, None])[:, 0]
+        others = z.scatter(1, y[:, None], float("-inf"))
+        out.append((true - torch.logsumexp(others, dim=1)).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def half_membership(n_models: int, n_examples: int, seed: int = 0) -> np.ndarray:
+    """A (K, N) boolean design in which every example is in exactly half of the K models.
+
+    >>> m = half_membership(4, 10); m.shape, set(m.sum(0).tolist())
+    ((4, 10), {2})
+    """
+    if n_models < 2 or n_models % 2:
+        raise ValueError(f"LiRA needs an even number of models >= 2, got {n_models}")
+    rng = np.random.default_rng(seed)
+    order = np.argsort(rng.random((n_models, n_examples)), axis=0)
+    return order < n_models // 2
+
+
+def lira_scores(target_conf: np.ndarray, shadow_conf: np.ndarray, shadow_in: np.ndarray,
+                online: bool = True, fixed_variance: bool = True) -> np.ndarray:
+    """Membership scores of one target model's examples (higher = more likely a member).
+
+    ``shadow_conf`` and ``shadow_in`` are (K, N): each shadow model's confidence on each example
+    and whether the example was in its training set. Online LiRA compares the target's confidence
+    with Gaussians fitted to the IN and OUT shadows; offline LiRA uses only the OUT shadows (a
+    one-sided test), so it needs no model trained on the example. With ``fixed_variance`` one
+    variance is pooled over all examples, as the paper recommends when there are few shadows.
+    """
+    from scipy.stats import norm
+
+    target_conf = np.asarray(target_conf, float)
+    shadow_conf = np.asarray(shadow_conf, float)
+    shadow_in = np.asarray(shadow_in, bool)
+    if shadow_conf.shape != shadow_in.shape or shadow_conf.shape[1] != target_conf.shape[0]:
+        raise ValueError(f"shapes disagree: target {target_conf.shape}, shadows {shadow_conf.shape}, "
+                         f"membership {shadow_in.shape}")
+
+    def stats(mask):
+        count = mask.sum(0)
+        if (count == 0).any():
+            raise ValueError("some example has no shadow model on this side: train more shadows")
+        mean = (shadow_conf * mask).sum(0) / count
+        var = (((shadow_conf - mean) ** 2) * mask).sum(0) / np.maximum(count - 1, 1)
+        std = np.sqrt(np.full_like(mean, var.mean()) if fixed_variance else var) + 1e-6
+        return mean, std
+
+    mu_out, sd_out = stats(~shadow_in)
+    if not online:
+        return norm.logcdf(target_conf, mu_out, sd_out)
+    mu_in, sd_in = stats(shadow_in)
+    return norm.logpdf(target_conf, mu_in, sd_in) - norm.logpdf(target_conf, mu_out, sd_out)
+
+
+def lira_leave_one_out(confs: np.ndarray, in_mask: np.ndarray, online: bool = True):
+    """Attack each of K models in turn with the other K-1 as shadows.
+
+    Returns ``(scores, labels)``, both (K, N): every (model, example) pair is one membership trial,
+    which is how Carlini et al. measure TPR at very low FPR with a few thousand examples.
+    """
+    confs, in_mask = np.asarray(confs), np.asarray(in_mask, bool)
+    k = len(confs)
+    scores = np.stack([lira_scores(confs[i], np.delete(confs, i, 0), np.delete(in_mask, i, 0),
+                                   online=online) for i in range(k)])
+    return scores, in_mask.copy()
+
+
+def clopper_pearson(successes: int, trials: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact two-sided (1 - alpha) confidence interval of a binomial proportion."""
+    from scipy.stats import beta
+
+    lo = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
+    hi = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1,
+                                                        trials - successes))
+    return lo, hi
+
+
+def roc_report(scores: np.ndarray, labels: np.ndarray, fprs=(0.001, 0.01)) -> dict:
+    """ROC AUC, and TPR at each target FPR with a Clopper-Pearson 95% interval.
+
+    The threshold for a target FPR is the score that at most that fraction of non-members exceed;
+    the interval is over the members' count above it, so it says whether a TPR is distinguishable
+    from the FPR (chance) with the number of trials we have.
+    """
+    scores = np.asarray(scores, float).ravel()
+    labels = np.asarray(labels, bool).ravel()
+    if labels.all() or not labels.any():
+        raise ValueError("need both members and non-members to compute an ROC")
+    fpr, tpr, _ = roc_curve(labels, scores)
+    out = {"auc": float(roc_auc_score(labels, scores)), "fpr": fpr, "tpr": tpr,
+           "n_members": int(labels.sum()), "n_nonmembers": int((~labels).sum())}
+    member, nonmember = np.sort(scores[labels]), np.sort(scores[~labels])
+    for target in fprs:
+        allowed = int(np.floor(target * len(nonmember)))
+        threshold = nonmember[len(nonmember) - allowed - 1] if allowed < len(nonmember) else -np.inf
+        hits = int((member > threshold).sum())
+        out[f"tpr@{target:g}"] = hits / len(member)
+        out[f"tpr@{target:g}_ci"] = clopper_pearson(hits, len(member))
+        out[f"fpr@{target:g}"] = int((nonmember > threshold).sum()) / len(nonmember)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Empirical privacy auditing in one training run (Steinke, Nasr and Jagielski, NeurIPS 2023)
+# ---------------------------------------------------------------------------------------------
+
+def audit_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
+    """P[at least ``v`` of ``r`` guesses correct] for an (eps, delta)-DP algorithm.
+
+    ``m`` canaries are each included independently with probability 1/2; the auditor guesses the
+    inclusion of ``r`` of them. For eps-DP the number correct is dominated by Binomial(r, q) with
+    q = e^eps / (1 + e^eps) (the accuracy of randomized response); delta adds the correction term
+    of the paper's Theorem 5.2 (its Appendix D gives the computation implemented here).
+    """
+    from scipy.stats import binom
+
+    if not 0 <= v <= r <= m:
+        raise ValueError(f"need 0 <= v <= r <= m, got v={v}, r={r}, m={m}")
+    if eps < 0 or not 0 <= delta <= 1:
+        raise ValueError(f"need eps >= 0 and 0 <= delta <= 1, got eps={eps}, delta={delta}")
+    q = 1.0 / (1.0 + np.exp(-eps))
+    tail = float(binom.sf(v - 1, r, q))
+    if delta == 0 or v == 0:
+        return min(tail, 1.0)
+    pmf = binom.pmf(v - np.arange(1, v + 1), r, q)  # P[Bin = v-1], P[Bin = v-2], ...
+    alpha = float(np.max(np.cumsum(pmf) / np.arange(1, v + 1)))
+    return min(tail + alpha * delta * 2 * m, 1.0)
+
+
+def audit_epsilon_lower_bound(m: int, r: int, v: int, delta: float, p: float = 0.05) -> float:
+    """The largest eps that the observed ``v`` correct of ``r`` guesses rejects at level ``p``.
+
+    With confidence 1 - p the training algorithm is not (eps, delta)-DP for any smaller eps; 0 when
+    the guesses are no better than chance allows.
+    """
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if audit_p_value(m, r, v, 0.0, delta) >= p:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while audit_p_value(m, r, v, hi, delta) < p:
+        lo, hi = hi, hi * 2
+        if hi > 1e3:
+            return float("inf")
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if audit_p_value(m, r, v, mid, delta) < p:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def one_run_audit(scores: np.ndarray, included: np.ndarray, k_pos: int, k_neg: int,
+                  delta: float, p: float = 0.05) -> dict:
+    """Guess "in" for the ``k_pos`` highest-scoring canaries, "out" for the ``k_neg`` lowest,
+    abstain on the rest; return the guesses' accuracy and the eps lower bound they certify.
+
+    ``k_pos`` and ``k_neg`` must be fixed before looking at the scores: choosing them afterwards to
+    maximise the bound would void its confidence.
+    """
+    scores = np.asarray(scores, float)
+    included = np.asarray(included, bool)
+    m = len(scores)
+    if k_pos < 0 or k_neg < 0 or k_pos + k_neg > m or k_pos + k_neg == 0:
+        raise ValueError(f"need k_pos, k_neg >= 0 and 0 < k_pos + k_neg <= {m}")
+    order = np.argsort(scores)
+    correct = int(included[order[m - k_pos:]].sum() if k_pos else 0) \
+        + int((~included[order[:k_neg]]).sum())
+    r = k_pos + k_neg
+    return {"m": m, "guesses": r, "correct": correct, "accuracy": correct / r,
+            "eps_lower": audit_epsilon_lower_bound(m, r, correct, delta, p), "p": p}
+
+
+def make_canaries(dataset: Dataset, m: int, n_classes: int = 2, seed: int = 0):
+    """``m`` mislabelled canaries drawn from ``dataset``, each included with probability 1/2.
+
+    Returns ``(canaries, included)``: a TensorDataset whose labels are shifted to a wrong class
+    (mislabelled examples are the ones a model can only fit by memorising them) and the boolean
+    inclusion draw. Insert ``canaries`` where ``included`` into the training set.
+    """
+    from torch.utils.data import TensorDataset
+
+    x, y = dataset[:]
+    if m > len(x):
+        raise ValueError(f"asked for {m} canaries from {len(x)} examples")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(x), m, replace=False)
+    shift = torch.from_numpy(rng.integers(1, n_classes, m)).long()
+    canaries = TensorDataset(x[pick].clone(), (y[pick] + shift) % n_classes)
+    return canaries, rng.random(m) < 0.5
