@@ -406,7 +406,8 @@ def _apply(ds: Dataset, ctx: Context) -> None:
             elem.value = _dummy(elem, ctx)
         elif code == "U":
             elem.value = _uid_values(elem, ctx)
-        elif code == "C" or (code == "K" and elem.VR in _FREE_TEXT and not tag.is_private):
+        elif code == "C" or (code == "K" and elem.VR in _FREE_TEXT and not tag.is_private
+                             and elem.keyword not in ctx.profile):
             # K on free text: scrub this dataset's own identifiers out of it (beyond Annex E:
             # an RT structure set label is often the study ID)
             if elem.VR in _TEXT_VRS:
@@ -755,6 +756,11 @@ def read_dicom(path: str | os.PathLike, stop_before_pixels: bool = False) -> Dat
         _complete_meta(ds)
     if len(ds) == 0:
         raise DeidError(f"{path}: parsed as DICOM but holds no data elements; not a DICOM dataset")
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    deflated = ts is not None and getattr(ts, "is_deflated", False)
+    if not stop_before_pixels and not deflated and _ends_early(ds, path.stat().st_size):
+        raise DeidError(f"{path}: truncated (the last data element runs past the end of the file); "
+                        "re-export it from the source system")
     if "PixelData" in ds:
         expected = _expected_pixel_bytes(ds)
         got = len(ds.PixelData) if ds["PixelData"].value is not None else 0
@@ -763,6 +769,19 @@ def read_dicom(path: str | os.PathLike, stop_before_pixels: bool = False) -> Dat
             raise DeidError(f"{path}: truncated pixel data ({got} of {expected} bytes); "
                             "re-export the file, a partial image cannot be checked or released")
     return ds
+
+
+def _ends_early(ds: Dataset, size: int) -> bool:
+    """True when the file stops inside the last top-level element (pydicom reads such files silently)."""
+    tags = list(ds.keys())
+    if not tags:
+        return False
+    raw = ds.get_item(tags[-1])
+    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return False
+    end = tell + length
+    return end > size or 0 < size - end < 8
 
 
 def _complete_meta(ds: Dataset) -> None:
