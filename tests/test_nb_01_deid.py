@@ -10,5 +10,6 @@ def test_deidentification_notebook(executed):
     assert r["pixels_unchanged_outside"] is True
     assert r["linkage_kept"] is True and r["intervals_kept"] is True and r["interval_pairs"] >= 1
     assert r["same_key_identical"] is True and r["other_key_common"] == 0
-    assert r["k_retained_all"] <= r["k_basic_all"] and r["unique_retained"] >= 1
+    assert r["k_retained_all"] <= r["k_basic_all"]
+    assert r["unique_retained"] >= r["unique_basic"] >= 1
     assert 0 < r["folder_seconds"] < 60
