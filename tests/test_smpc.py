@@ -1,0 +1,314 @@
+"""pets_lite.smpc: the CrypTen shim (one test per torch-2.13 breakage), real two-party runs, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from pets_lite import smpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# One fresh interpreter, where importing pets_lite.smpc applies no fix, shows each breakage and then
+# the same step with its fix applied (the fixes apply one by one, in order).
+_BREAKAGES = r"""
+import io, json, os, sys, traceback
+import torch
+from torch import nn
+from pets_lite import smpc
+
+report = {}
+def attempt(key, step):
+    try:
+        report[key] = "ok: " + str(step())
+    except BaseException:
+        report[key] = traceback.format_exc()
+
+def export(crypten, batchnorm):
+    extra = [nn.BatchNorm2d(2)] if batchnorm else []
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), *extra, nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)).eval()
+    return type(crypten.nn.from_pytorch(net, torch.zeros(1, 1, 4, 4))).__name__
+
+def save_load(crypten):
+    buf = io.BytesIO()
+    crypten.save(crypten.cryptensor(torch.tensor([1.5, -2.0])), buf)
+    buf.seek(0)
+    return crypten.load(buf).get_plain_text().tolist()
+
+fixes = []
+attempt("1 without", lambda: smpc.apply_shim(fixes).__name__)
+for name in [m for m in sys.modules if m == "crypten" or m.startswith("crypten.")]:
+    del sys.modules[name]  # forget the half-finished import
+fixes.append("onnx_registration")
+attempt("1 with", lambda: smpc.apply_shim(fixes).__name__)
+c = smpc.apply_shim(fixes)
+attempt("2 without", lambda: export(c, False))
+fixes.append("onnx_dynamo")
+attempt("2 with", lambda: export(smpc.apply_shim(fixes), False))
+attempt("3 without", lambda: export(c, True))
+fixes.append("onnx_dedup")
+attempt("3 with", lambda: export(smpc.apply_shim(fixes), True))
+os.environ.update(WORLD_SIZE="1", RANK="0", DISTRIBUTED_BACKEND="gloo",
+                  RENDEZVOUS=f"tcp://127.0.0.1:{smpc.free_port()}")
+c.init()
+attempt("4 without", lambda: save_load(c))
+fixes.append("load_weights_only")
+attempt("4 with", lambda: save_load(smpc.apply_shim(fixes)))
+c.uninit()
+print("REPORT" + json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def breakages() -> dict[str, str]:
+    """Each breakage without and with its fix, from one unshimmed interpreter."""
+    env = {**os.environ, "PETS_SMPC_NO_SHIM": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", _BREAKAGES], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "REPORT" in done.stdout, done.stderr[-3000:]
+    return json.loads(done.stdout.split("REPORT", 1)[1])
+
+
+def test_breakage_1_import_needs_registration_alias(breakages):
+    assert "No module named 'torch.onnx._internal.registration'" in breakages["1 without"]
+    assert breakages["1 with"] == "ok: crypten", breakages["1 with"]
+
+
+def test_breakage_2_export_needs_torchscript_exporter(breakages):
+    assert "No module named 'onnxscript'" in breakages["2 without"]
+    assert breakages["2 with"] == "ok: Graph", breakages["2 with"]
+
+
+def test_breakage_3_batchnorm_needs_no_initializer_dedup(breakages):
+    assert "does not support ONNX op Identity" in breakages["3 without"]
+    assert breakages["3 with"] == "ok: Graph", breakages["3 with"]
+
+
+def test_breakage_4_load_needs_full_unpickling(breakages):
+    assert "Weights only load failed" in breakages["4 without"]
+    assert breakages["4 with"] == "ok: [1.5, -2.0]", breakages["4 with"]
+
+
+def test_shim_rejects_unknown_fix():
+    with pytest.raises(ValueError, match="unknown shim fix"):
+        smpc.apply_shim(("onnx_registration", "typo"))
+
+
+# ----- real two-party runs ---------------------------------------------------------------------------
+
+def _add_and_compare(rank, values):
+    crypten = smpc.crypten_module()
+    x = crypten.cryptensor(torch.tensor(values) if rank == 0 else torch.zeros(len(values)), src=0)
+    y = crypten.cryptensor(torch.ones(len(values)) if rank == 1 else torch.zeros(len(values)), src=1)
+    return {"pid": os.getpid(), "sum": (x + y).get_plain_text().tolist(),
+            "gt": (x > y).get_plain_text().tolist(),
+            "world": crypten.comm.get().get_world_size(),
+            "rendezvous": os.environ["RENDEZVOUS"]}
+
+
+@pytest.mark.parametrize("provider", ["TTP", "TFP"])
+def test_two_real_processes_compute_on_shares(provider):
+    out = smpc.run_parties(_add_and_compare, args=([0.5, 2.0, -3.0],), provider=provider)
+    assert len(out) == 2
+    assert len({o["pid"] for o in out} | {os.getpid()}) == 3  # two processes besides this one
+    for o in out:
+        assert o["world"] == 2
+        assert o["rendezvous"].startswith("tcp://127.0.0.1:")
+        assert np.allclose(o["sum"], [1.5, 3.0, -2.0], atol=1e-3)
+        assert o["gt"] == [0.0, 1.0, 0.0]
+
+
+def _fail_on_party_one(rank):
+    if rank == 1:
+        raise RuntimeError("hospital B crashed on purpose")
+    crypten = smpc.crypten_module()
+    crypten.cryptensor(torch.ones(3), src=1)  # blocks: waits for the dead party
+    return "unreachable"
+
+
+def _children() -> set[int]:
+    """PIDs of this process's live children."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def test_failing_party_is_reported_and_no_process_is_left(monkeypatch, tmp_path):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # re-read TMPDIR
+    before = _children()
+    start = time.monotonic()
+    try:
+        with pytest.raises(smpc.PartyError, match="party 1 failed") as info:
+            smpc.run_parties(_fail_on_party_one, timeout=60)
+    finally:
+        tempfile.tempdir = None
+    assert "hospital B crashed on purpose" in str(info.value)  # the party's own traceback
+    assert time.monotonic() - start < 30  # the blocked party was stopped, not waited for
+    assert _children() - before == set()
+    assert list(tmp_path.iterdir()) == []  # nothing written to the temporary folder
+
+
+def _sleep(rank):
+    time.sleep(30)
+
+
+def test_timeout_stops_every_party():
+    before = _children()
+    with pytest.raises(smpc.PartyError, match="did not finish within"):
+        smpc.run_parties(_sleep, provider="TFP", timeout=3)
+    assert _children() - before == set()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"world_size": 1}, "world_size must be an int >= 2"),
+    ({"provider": "HE"}, "provider must be 'TTP'"),
+    ({"timeout": 0}, "timeout must be positive"),
+])
+def test_run_parties_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        smpc.run_parties(_sleep, **kwargs)
+
+
+def test_run_parties_needs_a_callable():
+    with pytest.raises(TypeError, match="fn must be callable"):
+        smpc.run_parties("not a function")
+
+
+# ----- scenarios on tiny inputs -----------------------------------------------------------------------
+
+def _tiny_cnn():
+    from pets_lite import models
+
+    torch.manual_seed(0)
+    model = models.SmallCNN(width=2, depth=1, norm="batch", pool="avg")
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding is really tested
+        model.features[1].running_mean.uniform_(-0.5, 0.5)
+        model.features[1].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_fold_batchnorm_keeps_the_function():
+    model = _tiny_cnn()
+    folded = smpc.fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model(x), folded(x), atol=1e-5)
+
+
+def test_private_inference_matches_plaintext_and_only_the_hospital_sees_it():
+    model = _tiny_cnn()
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    out = smpc.private_inference(model, x, batch_size=4, provider="TFP")
+    plain, seconds = smpc.plaintext_inference(model, x)
+    assert out["logits"].shape == (6, 2)
+    assert np.abs(out["logits"] - plain).max() < 1e-2
+    assert out["owner_saw_output"] is False
+    assert out["rounds"] > 0 and out["bytes"] > 0 and seconds >= 0
+
+
+@pytest.mark.parametrize("images, match", [
+    (torch.zeros(3, 28, 28), r"images must be a float tensor \(N, C, H, W\)"),
+    (np.zeros((2, 1, 28, 28)), "images must be a float tensor"),
+    (torch.zeros(0, 1, 28, 28), "images is empty"),
+])
+def test_private_inference_rejects_bad_images(images, match):
+    with pytest.raises(ValueError, match=match):
+        smpc.private_inference(_tiny_cnn(), images)
+
+
+def _hospitals(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.5 + y.view(-1, 1, 1, 1) * 0.3
+    return smpc.split_hospitals(TensorDataset(x, y), fraction=0.4, seed=seed)
+
+
+def test_private_training_step_matches_plaintext():
+    a, b = _hospitals()
+    assert len(a) + len(b) == 48 and len(a) == 19
+    private = smpc.private_training(a, b, epochs=1, batch_size=24, lr=0.5, provider="TFP")
+    plain = smpc.plaintext_training(a, b, epochs=1, batch_size=24, lr=0.5)
+    assert private["steps"] == plain["steps"] == 2
+    for p, q in zip(private["model"].parameters(), plain["model"].parameters()):
+        assert torch.allclose(p, q, atol=2e-3), (p - q).abs().max()
+    assert private["rounds"] > 0 and private["bytes"] > 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 0}, "epochs and batch_size must be >= 1"),
+    ({"lr": -1.0}, "lr > 0"),
+])
+def test_training_rejects_bad_settings(kwargs, match):
+    a, b = _hospitals()
+    with pytest.raises(ValueError, match=match):
+        smpc.plaintext_training(a, b, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        smpc.private_training(a, b, **kwargs)
+
+
+def test_training_rejects_mismatched_hospitals():
+    a, _ = _hospitals()
+    other = TensorDataset(torch.zeros(4, 1, 14, 14), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="differ in shape"):
+        smpc.plaintext_training(a, other)
+    with pytest.raises(ValueError, match="hospital_b must be a non-empty TensorDataset"):
+        smpc.plaintext_training(a, [1, 2, 3])
+
+
+def test_split_hospitals_rejects_bad_fraction():
+    a, _ = _hospitals()
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\)"):
+        smpc.split_hospitals(a, fraction=1.0)
+
+
+def test_shares_look_uniform_and_reconstruct():
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    s = smpc.share_images(x)
+    assert s["share0"].dtype == np.int64 and s["share0"].shape == (4, 1, 28, 28)
+    assert np.allclose(s["encoded"] / s["scale"], x.numpy(), atol=1e-4)
+    blank = smpc.share_images(torch.zeros_like(x))
+    stats = smpc.share_statistics(s["share0"], x.numpy(), blank["share0"])
+    assert stats["chi2_p"] > 1e-4 and stats["ks_p"] > 1e-4 and stats["two_sample_p"] > 1e-4
+    assert abs(stats["corr"]) < 0.1
+    # the statistic can fail: a non-uniform "share" (the encoded image itself) is rejected
+    bad = smpc.share_statistics(s["encoded"], x.numpy())
+    assert bad["chi2_p"] < 1e-6 and bad["ks_p"] < 1e-6
+
+
+def test_share_statistics_rejects_bad_input():
+    with pytest.raises(ValueError, match="differ in size"):
+        smpc.share_statistics(np.zeros(5000, dtype=np.int64), np.zeros(10))
+    with pytest.raises(ValueError, match="need at least"):
+        smpc.share_statistics(np.zeros(10, dtype=np.int64), np.zeros(10))
+
+
+def test_op_costs_rows():
+    rows = smpc.op_costs(n=256, repeats=1, provider="TFP")
+    names = [r["operation"] for r in rows]
+    assert "ReLU" in names and "max pool 2x2" in names
+    by = {r["operation"]: r for r in rows}
+    assert by["add x + y"]["rounds"] == 0
+    assert by["compare x > y"]["rounds"] > by["multiply x * y"]["rounds"] > 0
+    with pytest.raises(ValueError, match="multiple of 64"):
+        smpc.op_costs(n=100)
