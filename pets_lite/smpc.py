@@ -35,6 +35,18 @@ FIXES = ("onnx_registration", "onnx_dynamo", "onnx_dedup", "load_weights_only")
 
 _APPLIED: set[str] = set()
 
+#: For each repair: the failure without it, and its upstream cause (details in the fix functions).
+BREAKAGES = {
+    "onnx_registration": ("import crypten: No module named 'torch.onnx._internal.registration'",
+                          "torch 2.9 moved it to torch.onnx._internal.torchscript_exporter"),
+    "onnx_dynamo": ("crypten.nn.from_pytorch: No module named 'onnxscript'",
+                    "torch.onnx.export defaults to dynamo=True since torch 2.9"),
+    "onnx_dedup": ("from_pytorch with BatchNorm: CrypTen does not support ONNX op Identity",
+                   "the exporter de-duplicates equal initializers through Identity nodes"),
+    "load_weights_only": ("crypten.load: Weights only load failed",
+                          "torch.load defaults to weights_only=True since torch 2.6"),
+}
+
 
 # ---------------------------------------------------------------------------------------------------
 # The shim
