@@ -962,7 +962,7 @@ class FolderResult:
 
 
 def dicom_files(root: str | os.PathLike) -> Iterator[Path]:
-    """Files under ``root`` (recursively, sorted) that start like DICOM or have a .dcm suffix."""
+    """Every visible file under ``root``, recursively and sorted (non-DICOM ones are skipped later)."""
     for p in sorted(Path(root).rglob("*")):
         if p.is_file() and not p.name.startswith("."):
             yield p
