@@ -2,8 +2,8 @@
 
     PETS_DATA_DIR=... python benchmarks/mpc_cost.py [--n 624] [--batch 128] [--provider TTP]
 
-Prints one table: seconds, images per second, communication rounds and bytes (both parties, as
-CrypTen counts them; the dealer's traffic is not counted), prediction agreement, and the MPC /
+Prints one table: seconds, images per second, communication rounds and bytes (as CrypTen logs
+them, party 0's requests to the trusted dealer included), prediction agreement, and the MPC /
 plaintext ratio. Each party runs on one thread; timings are noisy on a shared machine, the ratio
 measured in one run is what to report.
 """

@@ -48,9 +48,9 @@ BREAKAGES = {
 }
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # The shim
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 def _fix_onnx_registration() -> None:
     """Breakage 1: ``import crypten`` fails with ``No module named 'torch.onnx._internal.registration'``.
@@ -158,9 +158,9 @@ if os.environ.get("PETS_SMPC_NO_SHIM", "") != "1":  # tests switch it off to sho
     crypten_module()
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Party processes
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 class PartyError(RuntimeError):
     """A party process failed (its traceback is in the message) or did not finish in time."""
@@ -284,7 +284,11 @@ def run_parties(fn: Callable[..., Any], world_size: int = 2, args: tuple = (),
 
 
 def _total(stats: Sequence[dict]) -> dict[str, float]:
-    """Rounds (the most any party made) and bytes on the wire (CrypTen's per-party counts: sum / 2)."""
+    """Rounds (the most any party logged) and bytes (CrypTen's per-party logs summed and halved).
+
+    With the TTP provider, party 0's log also holds its requests to the dealer and the triple shares
+    it receives, so these counts include that preprocessing traffic (party 1's is seeded, silent).
+    """
     return {"rounds": int(max(s["rounds"] for s in stats)),
             "bytes": float(sum(s["bytes"] for s in stats) / 2),
             "comm_seconds": float(max(s["time"] for s in stats))}
@@ -298,9 +302,9 @@ def _stats() -> dict:
     return dict(crypten_module().comm.get().get_communication_stats())
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Scenario 1: private inference (model owner = party 0, hospital = party 1)
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 #: The MPC-friendly member of the SmallCNN family: narrow; BatchNorm, which the owner folds into the
 #: convolutions before sharing (GroupNorm would need a division and a square root per sample under
@@ -437,9 +441,9 @@ def plaintext_inference(model: nn.Module, images: torch.Tensor,
         torch.set_num_threads(threads)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # What a share looks like
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 def _share_party(rank: int, images: torch.Tensor):
     crypten = crypten_module()
@@ -494,9 +498,9 @@ def to_unit_interval(share: np.ndarray) -> np.ndarray:
     return np.asarray(share, dtype=np.int64).ravel().view(np.uint64).astype(np.float64) / 2.0**64
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Where MPC is slow: one operation at a time
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 def _op_table(n: int):
     """``name -> (inputs builder, operation)`` for :func:`op_costs`; the same code runs on
@@ -554,7 +558,7 @@ def op_costs(n: int = 4096, repeats: int = 3, provider: str = "TTP") -> list[dic
 
     One row per operation: ``operation, mpc_s, plain_s, slowdown, rounds, bytes, max_abs_error,
     off_by_0.01`` (how many of ``elements`` outputs missed the plaintext by more than 0.01)
-    (bytes: both parties' traffic, CrypTen's per-party counts summed and halved).
+    (rounds and bytes as in :func:`_total`: CrypTen's logs, party 0's dealer requests included).
     """
     if n < 64 or n % 64:
         raise ValueError(f"n must be a positive multiple of 64, got {n}")
@@ -570,9 +574,9 @@ def op_costs(n: int = 4096, repeats: int = 3, provider: str = "TTP") -> list[dic
     return rows
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Scenario 2: private training on two hospitals' secret-shared data
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 def training_net(image_size: int = 28, hidden: int = 32) -> nn.Module:
     """The jointly trained model: 2x2 average pooling, then a one-hidden-layer ReLU MLP, one logit.

@@ -107,7 +107,7 @@ def test_shim_rejects_unknown_fix():
         smpc.apply_shim(("onnx_registration", "typo"))
 
 
-# ----- real two-party runs ---------------------------------------------------------------------------
+# ----- real two-party runs
 
 def _add_and_compare(rank, values):
     crypten = smpc.crypten_module()
@@ -194,7 +194,7 @@ def test_run_parties_needs_a_callable():
         smpc.run_parties("not a function")
 
 
-# ----- scenarios on tiny inputs -----------------------------------------------------------------------
+# ----- scenarios on tiny inputs
 
 def _tiny_cnn():
     from pets_lite import models
