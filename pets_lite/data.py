@@ -327,3 +327,199 @@ def class_counts(dataset: TensorDataset) -> dict[int, int]:
     """Label histogram of a dataset built by :func:`load`."""
     values, counts = torch.unique(dataset.tensors[1], return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Hospital partitions (chapter 03): split one data set over N simulated hospitals.
+#
+# A partition is a matrix of proportions P (hospitals x classes): hospital k receives the share
+# P[k, c] of class c. IID gives every hospital 1/N of every class; label skew draws each class's
+# column from Dirichlet(alpha) (small alpha: each class concentrates in few hospitals); quantity
+# skew draws one vector of hospital sizes from Dirichlet(alpha) and keeps every hospital's label mix.
+# The same P applied to the validation split gives each hospital a local validation set with its
+# own label mix, as a real hospital would have.
+# ------------------------------------------------------------------------------------------------
+
+#: The partition schemes :func:`hospital_proportions` knows.
+PARTITION_SCHEMES = ("iid", "dirichlet", "quantity")
+
+
+class PartitionError(DataError, ValueError):
+    """Partition parameters that cannot be met (alpha <= 0, more hospitals than samples...)."""
+
+
+def _labels_1d(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise PartitionError(
+            f"labels must be a 1-D array of integer class ids, got dtype {labels.dtype} and shape "
+            f"{labels.shape}; pass dataset.tensors[1] of a dataset built by pets_lite.data.load"
+        )
+    return labels
+
+
+def _check_partition_args(n: int, n_hospitals, scheme: str, alpha, min_size) -> None:
+    if scheme not in PARTITION_SCHEMES:
+        raise PartitionError(f"unknown partition scheme {scheme!r}; choose one of {PARTITION_SCHEMES}")
+    if isinstance(n_hospitals, bool) or not isinstance(n_hospitals, (int, np.integer)) \
+            or n_hospitals < 1:
+        raise PartitionError(f"n_hospitals must be a positive int, got {n_hospitals!r}")
+    if n_hospitals > n:
+        raise PartitionError(
+            f"cannot split {n} samples over {n_hospitals} hospitals: every hospital needs at least "
+            f"one sample; use at most {n} hospitals or a larger data set"
+        )
+    if scheme != "iid" and (not isinstance(alpha, (int, float, np.floating)) or isinstance(alpha, bool)
+                            or not np.isfinite(alpha) or alpha <= 0):
+        raise PartitionError(
+            f"alpha must be a finite number > 0 for the {scheme!r} scheme, got {alpha!r}; small "
+            "values (0.1) give strong skew, large values (100) approach IID"
+        )
+    if not isinstance(min_size, (int, np.integer)) or min_size < 1:
+        raise PartitionError(f"min_size must be a positive int, got {min_size!r}")
+    if min_size * n_hospitals > n:
+        raise PartitionError(
+            f"min_size={min_size} samples for each of {n_hospitals} hospitals needs "
+            f"{min_size * n_hospitals} samples, but there are only {n}; lower min_size or "
+            "n_hospitals"
+        )
+
+
+def proportion_counts(labels, proportions: np.ndarray) -> np.ndarray:
+    """Samples per (hospital, class) that ``proportions`` (hospitals x classes) gives ``labels``.
+
+    >>> proportion_counts(np.array([0, 0, 0, 0, 1, 1]), np.array([[.5, 1.], [.5, 0.]])).tolist()
+    [[2, 2], [2, 0]]
+    """
+    labels = _labels_1d(labels)
+    proportions = np.asarray(proportions, dtype=float)
+    counts = np.bincount(labels, minlength=proportions.shape[1])
+    if len(counts) > proportions.shape[1]:
+        raise PartitionError(
+            f"labels hold {len(counts)} classes but the proportions matrix has "
+            f"{proportions.shape[1]} columns"
+        )
+    bounds = np.rint(np.cumsum(proportions, axis=0) * counts[None, :]).astype(int)
+    bounds[-1] = counts  # the last hospital takes what rounding left
+    return np.diff(np.vstack([np.zeros_like(counts), bounds]), axis=0)
+
+
+def hospital_proportions(labels, n_hospitals: int = 3, scheme: str = "iid", alpha: float = 0.5,
+                         seed: int = 0, min_size: int = 10, max_draws: int = 1000) -> np.ndarray:
+    """A seeded (hospitals x classes) matrix: the share of each class that each hospital holds.
+
+    Dirichlet draws are repeated (seeded) until every hospital holds at least ``min_size`` of
+    ``labels``; a clear error if ``max_draws`` draws never manage it.
+
+    >>> y = np.array([0] * 60 + [1] * 40)
+    >>> hospital_proportions(y, 2, "iid").tolist()
+    [[0.5, 0.5], [0.5, 0.5]]
+    >>> p = hospital_proportions(y, 4, "dirichlet", alpha=0.3, seed=1); p.shape, bool(np.allclose(p.sum(0), 1))
+    ((4, 2), True)
+    """
+    labels = _labels_1d(labels)
+    _check_partition_args(len(labels), n_hospitals, scheme, alpha, min_size)
+    n_classes = int(labels.max()) + 1 if len(labels) else 0
+    if scheme == "iid":
+        return np.full((n_hospitals, n_classes), 1.0 / n_hospitals)
+    rng = np.random.default_rng(seed)
+    for _ in range(max_draws):
+        if scheme == "dirichlet":
+            p = rng.dirichlet(np.full(n_hospitals, float(alpha)), size=n_classes).T
+        else:  # quantity skew: one size vector, the same label mix everywhere
+            p = np.repeat(rng.dirichlet(np.full(n_hospitals, float(alpha)))[:, None], n_classes, 1)
+        if proportion_counts(labels, p).sum(1).min() >= min_size:
+            return p
+    raise PartitionError(
+        f"{max_draws} seeded draws of the {scheme!r} scheme with alpha={alpha} never gave each of "
+        f"{n_hospitals} hospitals {min_size} samples (of {len(labels)}); raise alpha, or lower "
+        "n_hospitals or min_size"
+    )
+
+
+def split_by_proportions(labels, proportions: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Sorted index arrays, one per hospital, that give each hospital its share of each class."""
+    labels = _labels_1d(labels)
+    counts = proportion_counts(labels, proportions)
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(len(counts))]
+    for c in range(counts.shape[1]):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        for k, chunk in enumerate(np.split(members, np.cumsum(counts[:, c])[:-1])):
+            parts[k].append(chunk)
+    return [np.sort(np.concatenate(p)).astype(int) for p in parts]
+
+
+def hospital_partitions(labels, n_hospitals: int = 3, scheme: str = "iid", alpha: float = 0.5,
+                        seed: int = 0, min_size: int = 10) -> list[np.ndarray]:
+    """Disjoint, seeded index arrays that split ``labels`` over ``n_hospitals`` (they cover all).
+
+    >>> y = np.array([0] * 60 + [1] * 40)
+    >>> [len(p) for p in hospital_partitions(y, 4, "iid")]
+    [25, 25, 25, 25]
+    """
+    p = hospital_proportions(labels, n_hospitals, scheme, alpha, seed, min_size)
+    return split_by_proportions(labels, p, seed=seed)
+
+
+def partition_splits(splits: dict[str, TensorDataset], n_hospitals: int = 3, scheme: str = "iid",
+                     alpha: float = 0.5, seed: int = 0, min_size: int = 10,
+                     keys: tuple[str, ...] = ("train", "val")) -> list[dict[str, TensorDataset]]:
+    """Each hospital's ``{"train", "val"}`` datasets: proportions drawn on train, applied to val.
+
+    The test split is not partitioned: it stays the common yardstick every model is scored on.
+    """
+    missing = [k for k in keys if k not in splits]
+    if missing:
+        raise PartitionError(f"splits lacks {missing}; pass the dict of pets_lite.data.load_splits")
+    p = hospital_proportions(splits[keys[0]].tensors[1].numpy(), n_hospitals, scheme, alpha, seed,
+                             min_size)
+    out: list[dict[str, TensorDataset]] = [{} for _ in range(n_hospitals)]
+    for i, key in enumerate(keys):
+        x, y = splits[key].tensors
+        for k, index in enumerate(split_by_proportions(y.numpy(), p, seed=seed + i)):
+            index = torch.from_numpy(index)
+            out[k][key] = TensorDataset(x[index], y[index])
+    return out
+
+
+def partition_summary(parts: list[dict[str, TensorDataset]] | list[TensorDataset],
+                      label_names: dict[int, str] | None = None, split: str = "train"):
+    """A pandas table, one row per hospital: samples per class, total, and share of the data."""
+    import pandas as pd
+
+    datasets = [part[split] if isinstance(part, dict) else part for part in parts]
+    all_counts = [class_counts(ds) for ds in datasets]
+    names = label_names or {c: str(c) for c in sorted({c for cc in all_counts for c in cc})}
+    rows = []
+    for k, (ds, counts) in enumerate(zip(datasets, all_counts)):
+        row = {"hospital": f"H{k + 1}"}
+        for c, name in names.items():
+            row[name] = counts.get(c, 0)
+        row["total"] = len(ds)
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("hospital")
+    table["share of data"] = table["total"] / max(int(table["total"].sum()), 1)
+    return table
+
+
+def partition_plot(summaries: dict[str, "object"], title: str = "class counts per hospital"):
+    """Stacked bars of class counts per hospital, one panel per partition (``{name: summary}``)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(summaries), figsize=(3.4 * len(summaries), 3.0), squeeze=False,
+                             sharey=True)
+    for ax, (name, table) in zip(axes[0], summaries.items()):
+        classes = [c for c in table.columns if c not in ("total", "share of data")]
+        bottom = np.zeros(len(table))
+        for c in classes:
+            ax.bar(table.index, table[c].to_numpy(), bottom=bottom, label=str(c))
+            bottom += table[c].to_numpy()
+        ax.set(title=name, xlabel="hospital")
+    axes[0][0].set_ylabel("training images")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
