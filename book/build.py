@@ -62,14 +62,28 @@ def build_html(source: Path, strict: bool = True, capture: bool = False):
     return source / "_build" / "html" / "index.html"
 
 
+def stage_mathjax(dest: Path) -> Path:
+    """Copy MathJax 3 (``tex-chtml.js`` and its fonts) from the pinned ``django-static-mathjax``
+    package into the book's static folder, so the book renders formulas without a CDN."""
+    import mathjax  # the django-static-mathjax package: MathJax's own files, no Django needed
+
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(es5 / "tex-chtml.js", dest / "tex-chtml.js")
+    shutil.copytree(es5 / "output" / "chtml" / "fonts" / "woff-v2",
+                    dest / "output" / "chtml" / "fonts" / "woff-v2", dirs_exist_ok=True)
+    return dest
+
+
 def stage(workdir: Path, executed: list[Path] = ()) -> Path:
     """Copy the book's sources (not its build or executed notebooks) to ``workdir``, then the
     ``executed`` notebooks into ``workdir/notebooks``; return ``workdir``."""
     workdir = Path(workdir)
     if workdir.resolve() != HERE:
         shutil.copytree(HERE, workdir, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("_build", "notebooks", "__pycache__"))
+                        ignore=shutil.ignore_patterns("_build", "notebooks", "_static", "__pycache__"))
     (workdir / "notebooks").mkdir(parents=True, exist_ok=True)
+    stage_mathjax(workdir / "_static" / "mathjax")
     for nb in executed:
         shutil.copy2(nb, workdir / "notebooks" / Path(nb).name)
     return workdir

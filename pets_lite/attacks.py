@@ -124,6 +124,24 @@ def lira_scores(target_conf: np.ndarray, shadow_conf: np.ndarray, shadow_in: np.
     return norm.logpdf(target_conf, mu_in, sd_in) - norm.logpdf(target_conf, mu_out, sd_out)
 
 
+def center_per_model(confs: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """Subtract each model's mean confidence over the pool (per class when ``labels`` are given).
+
+    Models of one recipe differ by a global shift (one is more confident about "pneumonia" than
+    another); with few shadows that shift, not membership, can dominate the Gaussian fits. The
+    attacker sees the target's confidences on the whole pool, so removing the shift is a legitimate
+    calibration (in the spirit of Watson et al.'s difficulty calibration).
+    """
+    confs = np.array(confs, float, copy=True)
+    if labels is None:
+        return confs - confs.mean(axis=1, keepdims=True)
+    labels = np.asarray(labels)
+    for c in np.unique(labels):
+        cols = labels == c
+        confs[:, cols] -= confs[:, cols].mean(axis=1, keepdims=True)
+    return confs
+
+
 def lira_leave_one_out(confs: np.ndarray, in_mask: np.ndarray, online: bool = True):
     """Attack each of K models in turn with the other K-1 as shadows.
 
@@ -261,3 +279,29 @@ def make_canaries(dataset: Dataset, m: int, n_classes: int = 2, seed: int = 0):
     shift = torch.from_numpy(rng.integers(1, n_classes, m)).long()
     canaries = TensorDataset(x[pick].clone(), (y[pick] + shift) % n_classes)
     return canaries, rng.random(m) < 0.5
+
+
+def lira_models(name: str, spec: dict, pool: Dataset, k: int, build, train_fn, seed: int = 0,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Train ``k`` models of one training recipe, each on a random half of ``pool``; return their
+    confidences on the whole pool (K, N) and the membership design (K, N).
+
+    ``train_fn(model, subset)`` trains a fresh ``build()`` model in place and returns a JSON-able
+    dict. Every model goes through the model cache (keyed by ``spec``, ``k``, its index and the
+    design seed), so a notebook run twice, or two chapters sharing a recipe, train it once.
+    """
+    from torch.utils.data import TensorDataset
+
+    from . import config, train
+
+    tensors = pool.tensors if hasattr(pool, "tensors") else pool[:]
+    in_mask = half_membership(k, len(tensors[0]), seed)
+    confs = []
+    for i in config.progress(range(k), desc=f"LiRA models: {name}", disable=not progress):
+        idx = torch.from_numpy(np.flatnonzero(in_mask[i]))
+        subset = TensorDataset(*(t[idx] for t in tensors))
+        key = {**spec, "k": k, "index": i, "design_seed": seed, "pool": len(tensors[0])}
+        model, _, _ = train.cached_model(f"lira-{name}", key, build,
+                                         lambda m, s=subset: train_fn(m, s))
+        confs.append(logit_confidence(model, pool))
+    return np.stack(confs), in_mask

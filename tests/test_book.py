@@ -8,6 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from pets_lite import nbrun
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,16 +22,26 @@ def load_builder():
     return module
 
 
-def test_book_builds_from_executed_notebooks(executed, executed_dir, tmp_path, data_available):
+@pytest.fixture(scope="session")
+def built_book(executed, executed_dir, tmp_path_factory):
+    """Build the book once per session from every notebook the suite executed; return its folder."""
+    from pets_lite import data
+
+    if not any(p.exists() for p in data.candidates("pneumoniamnist")):
+        pytest.skip("MedMNIST files not on disk: run `python data_scripts/fetch_data.py` first")
     stems = [p.stem for p in nbrun.notebook_paths()]
     for stem in stems:
         executed(stem)
     builder = load_builder()
-    work = builder.stage(tmp_path / "book", sorted(executed_dir.glob("*.ipynb")))
+    work = builder.stage(tmp_path_factory.mktemp("book") / "book", sorted(executed_dir.glob("*.ipynb")))
     log = builder.build_html(work, strict=True, capture=True)
-    html = work / "_build" / "html"
+    return {"work": work, "html": work / "_build" / "html", "log": log, "stems": stems}
+
+
+def test_book_builds_from_executed_notebooks(built_book):
+    html, work, stems = built_book["html"], built_book["work"], built_book["stems"]
     assert (html / "index.html").exists()
-    assert "Executing" not in log and not (work / "_build" / ".jupyter_cache").exists(), \
+    assert "Executing" not in built_book["log"] and not (work / "_build" / ".jupyter_cache").exists(), \
         "the book must not execute notebooks a second time"
     for stem in stems:
         page = (html / "notebooks" / f"{stem}.html").read_text()
@@ -38,6 +50,8 @@ def test_book_builds_from_executed_notebooks(executed, executed_dir, tmp_path, d
     assert (html / "references.html").exists()
     intro = (html / "intro.html").read_text()
     assert all(f"notebooks/{stem}.html" in intro for stem in stems), "a chapter is missing from the toc"
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists(), "MathJax must be served locally"
+    assert "cdn.jsdelivr.net/npm/mathjax" not in intro
 
 
 def test_strict_build_fails_on_a_broken_reference(tmp_path):
