@@ -261,13 +261,14 @@ class LocalDeployment:
     def run(self, app_dir: str | os.PathLike = APP_DIR, run_config: dict | None = None,
             timeout: float = 300.0) -> DeploymentRun:
         """Submit the app with ``flwr run`` and wait until it finishes; read its results file."""
-        if not self.processes:
-            raise DeploymentError("start() the deployment first (or use it as a context manager)")
         run_config = dict(run_config or {})
         unknown = [k for k in run_config if k.replace("-", "_") not in FLConfig.__dataclass_fields__]
         if unknown:
             raise DeploymentError(f"unknown run-config keys {unknown}; known: "
                                   f"{sorted(FLConfig().to_record())}")
+        FLConfig.from_record({"n-hospitals": self.n_supernodes, **run_config})  # refuse bad values
+        if not self.processes:
+            raise DeploymentError("start() the deployment first (or use it as a context manager)")
         run_config.setdefault("n-hospitals", self.n_supernodes)
         results = self.workdir / f"result-{uuid.uuid4().hex[:8]}.json"
         run_config["results-path"] = str(results)
