@@ -1,0 +1,271 @@
+"""Gradient inversion: rebuild a hospital's training images from the model update it sends.
+
+The attack of Geiping et al. (NeurIPS 2020, "Inverting Gradients"): start from random dummy
+images, run the same local computation the client ran, and move the dummy images (Adam) until the
+update they produce points the same way as the observed one (cosine distance), with a total
+variation prior that favours natural images. The label comes first, from the last layer's gradient
+as in iDLG (Zhao et al. 2020): with cross-entropy and non-negative features, the weight row of the
+true class is the only one with a negative gradient.
+
+``steps > 1`` is the FedAvg case: the client ran several SGD steps, so the attacker unrolls the
+same steps on the dummy data (differentiably) and matches the whole weight change.
+
+Quality is measured with scikit-image's PSNR and SSIM against the true images, after pairing
+every true image with its best reconstruction (the attack cannot know the batch order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch import nn
+from torch.func import functional_call
+
+from . import config
+
+Update = list[torch.Tensor]
+
+
+class InversionError(ValueError):
+    """A gradient-inversion setting that cannot work (named, with what to do)."""
+
+
+class InversionNet(nn.Sequential):
+    """The small sigmoid networks of the gradient-leakage papers, for 28 x 28 images.
+
+    ``kind="mlp"`` (default): flatten -> linear(hidden) -> sigmoid -> linear, the fully connected
+    model of Phong et al. / DLG, whose first-layer gradient holds scaled copies of the image.
+    ``kind="cnn"``: a sigmoid convolution (stride 2) before the linear layer; harder to invert.
+    Sigmoid keeps features positive (what iDLG's label rule needs) and twice differentiable (what
+    gradient matching needs).
+
+    >>> InversionNet()(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 2])
+    """
+
+    def __init__(self, kind: str = "mlp", in_channels: int = 1, n_classes: int = 2,
+                 hidden: int = 32, image_size: int = 28):
+        if min(in_channels, n_classes, hidden, image_size) < 1:
+            raise InversionError("in_channels, n_classes, hidden and image_size must be >= 1")
+        if kind == "mlp":
+            layers = [nn.Flatten(), nn.Linear(in_channels * image_size**2, hidden), nn.Sigmoid(),
+                      nn.Linear(hidden, n_classes)]
+        elif kind == "cnn":
+            size = (image_size + 1) // 2
+            layers = [nn.Conv2d(in_channels, 6, 5, stride=2, padding=2), nn.Sigmoid(), nn.Flatten(),
+                      nn.Linear(6 * size * size, n_classes)]
+        else:
+            raise InversionError(f"unknown kind {kind!r}; choose 'mlp' or 'cnn'")
+        super().__init__(*layers)
+        self.kind, self.in_channels, self.image_size = kind, in_channels, image_size
+
+
+def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if images.ndim != 4:
+        raise InversionError(f"images must be a batch shaped (N, C, H, W), got {tuple(images.shape)}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise InversionError(f"labels must be 1-D with one label per image: {tuple(labels.shape)} "
+                             f"labels for {len(images)} images")
+    if len(images) == 0:
+        raise InversionError("the batch is empty: pass at least one image")
+
+
+def _unrolled_update(model: nn.Module, params: dict[str, torch.Tensor], images: torch.Tensor,
+                     labels: torch.Tensor, steps: int, lr: float, create_graph: bool) -> Update:
+    """(w0 - w_K) / lr after ``steps`` full-batch SGD steps; for one step, the gradient itself."""
+    names = list(params)
+    current = dict(params)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(functional_call(model, current, (images,)), labels)
+        grads = torch.autograd.grad(loss, [current[n] for n in names], create_graph=create_graph)
+        if steps == 1:  # exact gradient, no (w - (w - lr g)) / lr rounding
+            return list(grads)
+        current = {n: current[n] - lr * g for n, g in zip(names, grads)}
+    return [(params[n] - current[n]) / lr for n in names]
+
+
+def client_update(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 1,
+                  lr: float = 0.1) -> Update:
+    """What a client sends, as a gradient: (w0 - w_K) / lr after ``steps`` SGD steps on its batch."""
+    _check_batch(images, labels)
+    if steps < 1 or lr <= 0:
+        raise InversionError(f"steps must be >= 1 and lr > 0, got steps={steps}, lr={lr}")
+    params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
+    return [u.detach() for u in _unrolled_update(model, params, images, labels, steps, lr, False)]
+
+
+def average_updates(updates: list[Update], weights: list[float] | None = None) -> Update:
+    """The (weighted) mean of several clients' updates: what FedAvg, and SecAgg+, release."""
+    if not updates:
+        raise InversionError("average_updates needs at least one update")
+    weights = [1.0] * len(updates) if weights is None else list(weights)
+    if len(weights) != len(updates) or min(weights) <= 0:
+        raise InversionError("weights must be positive, one per update")
+    total = float(sum(weights))
+    return [sum(w * u[i] for w, u in zip(weights, updates)) / total for i in range(len(updates[0]))]
+
+
+def recover_label(update: Update) -> int:
+    """iDLG: the class whose last-layer weight row has the most negative gradient (batch size 1)."""
+    last = update[-2] if update[-1].ndim == 1 else update[-1]
+    if last.ndim != 2:
+        raise InversionError("the update's last weight must be a (classes x features) matrix: "
+                             "use a model that ends in nn.Linear")
+    return int(last.sum(dim=1).argmin())
+
+
+def cosine_distance(a: Update, b: Update) -> torch.Tensor:
+    """Mean over parameter tensors of 1 - cos(a_i, b_i).
+
+    Geiping et al. take one cosine over all parameters; per tensor, every layer counts equally
+    instead of the largest one drowning the first layers (which see the pixels), and small
+    models are inverted far more faithfully.
+    """
+    terms = [1 - (x * y).sum() / (x.norm() * y.norm() + 1e-12) for x, y in zip(a, b)]
+    return torch.stack(terms).mean()
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (the image prior)."""
+    return ((x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+            + (x[..., :, 1:] - x[..., :, :-1]).abs().mean())
+
+
+@dataclass
+class Reconstruction:
+    """An attack's output: images in [0, 1] and the labels it used, with its loss trace."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    losses: list[float] = field(default_factory=list)
+    label_recovered: bool = False
+
+
+def invert(model: nn.Module, update: Update, batch_size: int = 1, labels=None, steps: int = 1,
+           lr: float = 0.1, iterations: int = 400, tv: float = 1e-2, step_size: float = 0.1,
+           restarts: int = 1, seed: int = 0, image_shape: tuple[int, ...] = (1, 28, 28),
+           progress: bool = False) -> Reconstruction:
+    """Inverting Gradients: Adam on dummy images so their update matches ``update`` in cosine.
+
+    ``labels=None`` recovers the label with iDLG (batch size 1 only; for larger batches pass the
+    labels: the known-label setting, the attack's best case). ``steps``/``lr`` must describe the
+    client's local computation. The best of ``restarts`` random starts (lowest loss) is returned.
+    """
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    if len(update) != len(params):
+        raise InversionError(f"the update has {len(update)} tensors but the model has "
+                             f"{len(params)} parameters: attack the model that produced it")
+    for (n, p), u in zip(params.items(), update):
+        if p.shape != u.shape:
+            raise InversionError(f"update tensor for {n} has shape {tuple(u.shape)}, the model's "
+                                 f"is {tuple(p.shape)}")
+    if batch_size < 1 or iterations < 1 or restarts < 1 or steps < 1:
+        raise InversionError("batch_size, iterations, restarts and steps must all be >= 1")
+    recovered = labels is None
+    if recovered:
+        if batch_size != 1:
+            raise InversionError("label recovery (iDLG) works for batch size 1; pass labels= "
+                                 "for a larger batch")
+        labels = torch.tensor([recover_label(update)])
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if len(labels) != batch_size:
+        raise InversionError(f"{len(labels)} labels for batch_size={batch_size}")
+    target = [u.detach() for u in update]
+    gen = torch.Generator().manual_seed(seed)
+    best: Reconstruction | None = None
+    bar = config.progress(total=restarts * iterations, desc="inverting", disable=not progress)
+    model.eval()
+    leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    for _ in range(restarts):
+        x = torch.rand(batch_size, *image_shape, generator=gen).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=step_size)
+        sched = torch.optim.lr_scheduler.MultiStepLR(
+            opt, milestones=[int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)], gamma=0.1)
+        losses = []
+        for _ in range(iterations):
+            opt.zero_grad()
+            trial = _unrolled_update(model, leaves, x, labels, steps, lr, True)
+            loss = cosine_distance(trial, target) + tv * total_variation(x)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+            losses.append(float(loss.detach()))
+            bar.update()
+        final = float(cosine_distance(_trial_update(model, params, x.detach(), labels, steps, lr),
+                                      target))
+        if best is None or final < best.losses[-1]:
+            best = Reconstruction(x.detach().clone(), labels.clone(), losses + [final], recovered)
+    bar.close()
+    return best
+
+
+def _trial_update(model, params, x, labels, steps, lr) -> Update:
+    """The update the attack's current dummy images produce (no graph kept)."""
+    leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    return [u.detach() for u in _unrolled_update(model, leaves, x, labels, steps, lr, False)]
+
+
+def _as_2d(images) -> np.ndarray:
+    a = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if a.ndim == 4:
+        a = a[:, 0]
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise InversionError(f"images must be (N, 1, H, W), (N, H, W) or (H, W); got {a.shape}")
+    return a.astype(np.float64)
+
+
+def ssim(a, b) -> float:
+    """scikit-image SSIM of two images in [0, 1]."""
+    return float(structural_similarity(_as_2d(a)[0], _as_2d(b)[0], data_range=1.0))
+
+
+def psnr(a, b) -> float:
+    """scikit-image PSNR (dB) of two images in [0, 1]."""
+    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf
+        return float(peak_signal_noise_ratio(_as_2d(a)[0], _as_2d(b)[0], data_range=1.0))
+
+
+def pairwise_ssim(originals, reconstructions) -> np.ndarray:
+    """SSIM of every original (rows) against every reconstruction (columns)."""
+    o, r = _as_2d(originals), _as_2d(reconstructions)
+    return np.array([[structural_similarity(a, b, data_range=1.0) for b in r] for a in o])
+
+
+def score(originals, reconstructions) -> dict:
+    """Pair each original with a reconstruction (Hungarian on SSIM) and report PSNR / SSIM.
+
+    Returns ``{"ssim", "psnr"}`` (means), per-image lists and ``order`` (the reconstruction
+    matched to each original).
+    """
+    o, r = _as_2d(originals), _as_2d(reconstructions)
+    if o.shape[1:] != r.shape[1:]:
+        raise InversionError(f"image sizes differ: originals {o.shape[1:]}, reconstructions "
+                             f"{r.shape[1:]}")
+    sim = pairwise_ssim(o, r)
+    rows, cols = linear_sum_assignment(-sim)
+    ss = [float(sim[i, j]) for i, j in zip(rows, cols)]
+    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf
+        ps = [float(peak_signal_noise_ratio(o[i], r[j], data_range=1.0))
+              for i, j in zip(rows, cols)]
+    return {"ssim": float(np.mean(ss)), "psnr": float(np.mean(ps)), "ssim_each": ss,
+            "psnr_each": ps, "order": [int(c) for c in cols]}
+
+
+def best_match(reconstructions, candidates) -> dict:
+    """For each reconstruction, its most similar image among ``candidates`` (e.g. every client's).
+
+    The aggregate attack succeeds if some reconstruction looks like some client's image:
+    ``{"ssim"}`` is the mean over reconstructions of the best SSIM, ``"max"`` the single best.
+    """
+    sim = pairwise_ssim(candidates, reconstructions)
+    best = sim.max(axis=0)
+    return {"ssim": float(best.mean()), "max": float(best.max()), "ssim_each": best.tolist(),
+            "index": sim.argmax(axis=0).tolist()}
