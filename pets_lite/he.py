@@ -188,7 +188,7 @@ class HEConvNet(nn.Module):
     torch.Size([3, 2])
     """
 
-    #: Multiplicative levels each packing consumes (the tutorial's conv and matmul add one).
+    #: Multiplicative levels each packing consumes (TenSEAL's pack_vectors masks: one more).
     DEPTH = {"batched": 5, "tutorial": 6}
 
     def __init__(self, channels: int = 8, hidden: int = 32, patch: int = 4, image_size: int = 28,
@@ -505,13 +505,21 @@ class HEServer:
 
         w = self._weights
         vec = self._load(blob)
-        channels = [vec.conv2d_im2col(kernel[0].tolist(), windows) + float(bias)
+        # Same correction as the batched path: every rescale divides by a prime q, not by 2^s, so
+        # each weight matrix absorbs q / 2^s of the rescales between it and the previous one.
+        r_conv = self._ratio(vec)
+        channels = [vec.conv2d_im2col((kernel[0] * r_conv).tolist(), windows) + float(bias)
                     for kernel, bias in zip(w["conv.weight"], w["conv.bias"])]
+        r_pack = self._ratio(channels[0])
         vec = ts.CKKSVector.pack_vectors(channels)  # torch's flatten order: channel, then window
+        r_sq = self._ratio(vec)                     # (pack_vectors multiplies by a 0/1 mask)
         vec.square_()
-        vec = vec.mm(w["fc1.weight"].T.tolist()) + w["fc1.bias"].tolist()
+        fc1 = w["fc1.weight"].T * (r_pack**2 * r_sq * self._ratio(vec))
+        vec = vec.mm(fc1.tolist()) + w["fc1.bias"].tolist()
+        r_sq = self._ratio(vec)
         vec.square_()
-        vec = vec.mm(w["fc2.weight"].T.tolist()) + w["fc2.bias"].tolist()
+        fc2 = w["fc2.weight"].T * (r_sq * self._ratio(vec))
+        vec = vec.mm(fc2.tolist()) + w["fc2.bias"].tolist()
         return vec.serialize()
 
     def _batched(self, cts: list, progress: bool) -> list:
@@ -617,7 +625,7 @@ def check_depth(model: HEConvNet, params: CKKSParams, packing: str) -> None:
     if params.depth < need:
         raise DepthError(
             f"the {packing} path needs {need} multiplicative levels (conv, x^2, fc1, x^2, fc2"
-            f"{', plus one for the im2col convolution' if packing == 'tutorial' else ''}), but the "
+            f"{', plus one for the channel packing' if packing == 'tutorial' else ''}), but the "
             f"parameters {list(params.coeff_mod_bit_sizes)} give {params.depth}: add "
             f"{need - params.depth} prime(s) of {params.scale_bits} bits (the total must stay "
             f"<= {params.max_bits_128} bits at N={params.poly_modulus_degree}) or double N")
@@ -640,13 +648,18 @@ def run_path(model: HEConvNet, images, packing: str = "batched", params: CKKSPar
     server = HEServer(public, model)
     query = client.encrypt(images)
     result = server.evaluate(query, progress=progress)
-    logits = client.decrypt(result)
+    return summarise(client, server, public, query, result, client.decrypt(result))
+
+
+def summarise(client: HEClient, server: HEServer, public: Message, query: Message,
+              result: Message, logits: np.ndarray) -> dict:
+    """The record :func:`run_path` returns, from a round trip the caller ran step by step."""
     seconds = {"keygen": client.timings["keygen"], "encrypt": client.timings["encrypt"],
                "evaluate": server.timings["evaluate"] + server.timings["load_context"],
                "decrypt": client.timings["decrypt"]}
     seconds["total"] = float(sum(seconds.values()))
     return {"logits": logits, "seconds": seconds, "n_images": int(len(logits)),
-            "packing": packing, "galois_keys": bool(server.context.has_galois_keys()),
+            "packing": client.packing, "galois_keys": bool(server.context.has_galois_keys()),
             "params": client.params,
             "bytes": {"public_context": public.nbytes, "query": query.nbytes,
                       "result": result.nbytes}}
