@@ -315,6 +315,7 @@ class _Recorder:
         self.rounds: dict[int, RoundStats] = {}
         self.hospital_rows: list[dict] = []
         self.updates: dict[int, dict[int, dict[str, np.ndarray]]] = {}
+        self.globals: dict[int, dict[str, np.ndarray]] = {}
         self._global = None
 
     def configure_train(self, server_round, arrays, config, grid):
@@ -344,6 +345,7 @@ class _Recorder:
         if self.keep_updates:
             self.updates[server_round] = {k: {n: a.numpy() for n, a in arr.items()}
                                           for k, arr in received.items()}
+            self.globals[server_round] = {n: a.numpy() for n, a in self._global.items()}
         if self.on_client_updates is not None:
             self.on_client_updates(self.experiment, server_round, received, self._global)
         return super().aggregate_train(server_round, replies)
@@ -391,8 +393,9 @@ def make_strategy(cfg: FLConfig, on_client_updates: UpdateHook | None = None,
     base = {"fedavg": fs.FedAvg, "fedprox": fs.FedProx, "fedadam": fs.FedAdam}[cfg.strategy]
     kwargs = dict(fraction_train=1.0, fraction_evaluate=1.0 if cfg.client_eval else 0.0,
                   min_train_nodes=cfg.n_hospitals,
-                  min_evaluate_nodes=cfg.n_hospitals if cfg.client_eval else 0, min_available_nodes=cfg.n_hospitals,
-                  train_metrics_aggr_fn=_mean_metrics, evaluate_metrics_aggr_fn=_mean_metrics)
+                  min_evaluate_nodes=cfg.n_hospitals if cfg.client_eval else 0,
+                  min_available_nodes=cfg.n_hospitals, train_metrics_aggr_fn=_mean_metrics,
+                  evaluate_metrics_aggr_fn=_mean_metrics)
     if cfg.strategy == "fedprox":
         kwargs["proximal_mu"] = cfg.proximal_mu
     if cfg.strategy == "fedadam":
@@ -405,7 +408,11 @@ def make_strategy(cfg: FLConfig, on_client_updates: UpdateHook | None = None,
 
 @dataclass
 class FLResult:
-    """One federated experiment's measurements (JSON-able except ``state_dict`` / ``updates``)."""
+    """One federated experiment's measurements (JSON-able except the weights).
+
+    With ``keep_updates``: ``updates[round][hospital]`` are the weights each hospital sent back
+    and ``globals[round]`` the global weights it started from (numpy arrays by parameter name).
+    """
 
     name: str
     config: dict
@@ -414,6 +421,8 @@ class FLResult:
     seconds: float
     state_dict: dict | None = None
     updates: dict | None = None
+    globals: dict | None = None
+    engine: str = "ray"
 
     @property
     def final(self) -> dict:
@@ -445,12 +454,14 @@ class FLResult:
                 return [clean(x) for x in v]
             return v
         return clean({"name": self.name, "config": self.config, "rounds": self.rounds,
-                      "hospitals": self.hospitals, "seconds": self.seconds})
+                      "hospitals": self.hospitals, "seconds": self.seconds,
+                      "engine": self.engine})
 
     @classmethod
     def from_json(cls, blob: dict) -> FLResult:
         """Back from :meth:`to_json` (``None`` stays ``None``)."""
-        return cls(blob["name"], blob["config"], blob["rounds"], blob["hospitals"], blob["seconds"])
+        return cls(blob["name"], blob["config"], blob["rounds"], blob["hospitals"], blob["seconds"],
+                   engine=blob.get("engine", "unknown"))
 
 
 @lru_cache(maxsize=4)
@@ -495,7 +506,8 @@ def run_experiment(grid, cfg: FLConfig, on_client_updates: UpdateHook | None = N
     final = result.arrays.to_torch_state_dict() if result.arrays else model.state_dict()
     return FLResult(cfg.name, dataclasses.asdict(cfg), rounds, strategy.hospital_rows, seconds,
                     state_dict={k: v.clone() for k, v in final.items()},
-                    updates=strategy.updates if keep_updates else None)
+                    updates=strategy.updates if keep_updates else None,
+                    globals=strategy.globals if keep_updates else None)
 
 
 def _make_server_app():
@@ -509,6 +521,9 @@ def _make_server_app():
         run_config = dict(context.run_config)
         cfg = FLConfig.from_record(run_config)
         result = run_experiment(grid, cfg)
+        # HttpGrid: the SuperLink's (deployment engine); InMemoryGrid: the simulation engine's
+        result.engine = {"HttpGrid": "deployment", "InMemoryGrid": "ray"}.get(
+            type(grid).__name__, type(grid).__name__)
         out = str(run_config.get("results-path", "") or "")
         if out:
             write_result(result, out)
@@ -595,7 +610,10 @@ def run_in_process(experiments: Iterable[FLConfig], **kwargs) -> dict[str, FLRes
     """Run experiments on an :class:`InProcessGrid` (same results format as :func:`simulate`)."""
     experiments = list(experiments)
     with quiet_flower(), InProcessGrid(experiments[0].n_hospitals) as grid:
-        return {cfg.name: run_experiment(grid, cfg, **kwargs) for cfg in experiments}
+        results = {cfg.name: run_experiment(grid, cfg, **kwargs) for cfg in experiments}
+    for res in results.values():
+        res.engine = "in-process"
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,15 +644,44 @@ def _ray_start_failed(exc: BaseException) -> bool:
     return False
 
 
+def _stop_stray_ray(before: set[int]) -> list[int]:
+    """Stop the Ray processes a failed start left behind (children of this process only)."""
+    import psutil
+
+    with contextlib.suppress(Exception):
+        import ray
+
+        ray.shutdown()
+    stray = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if p.pid not in before and ("ray" in " ".join(p.cmdline()) or p.name().startswith(
+                    ("ray::", "raylet", "gcs_server"))):
+                stray.append(p)
+    for p in stray:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(stray, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    return [p.pid for p in stray]
+
+
 def simulate(experiments: Iterable[FLConfig], cpus_per_client: float = 1.0,
              ray_cpus: int | None = None, on_client_updates: UpdateHook | None = None,
              keep_updates: bool = False, verbose: bool = False, progress: bool = True,
-             ray_start_attempts: int = 3) -> dict[str, FLResult]:
+             ray_start_attempts: int = 2, fallback: bool = False) -> dict[str, FLResult]:
     """Run experiments one after another in ONE Flower simulation (one Ray start-up).
 
     Every experiment must use the same number of hospitals (the number of simulated SuperNodes).
     ``cpus_per_client`` is Ray's ``client_resources``: with 2 cores and 1 CPU each, two hospitals
-    train at once. Returns ``{name: FLResult}``.
+    train at once. Returns ``{name: FLResult}``; each result's ``engine`` says what ran it.
+
+    Ray's raylet gives its agents a fixed 15 s to start (ray-project/ray#65983): on an overloaded
+    machine the start fails. It is tried ``ray_start_attempts`` times (what a failed start left
+    running is stopped); then, with ``fallback=True``, the same apps run on an
+    :class:`InProcessGrid` with a printed warning, otherwise the error is raised.
     """
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
@@ -651,6 +698,8 @@ def simulate(experiments: Iterable[FLConfig], cpus_per_client: float = 1.0,
                             f"{sorted(sizes)}; run one simulate() call per number of hospitals")
     if cpus_per_client <= 0:
         raise FLConfigError(f"cpus_per_client must be > 0, got {cpus_per_client}")
+    import psutil
+
     n_hospitals = sizes.pop()
     ray_cpus = ray_cpus or os.cpu_count() or 1
     results: dict[str, FLResult] = {}
@@ -667,26 +716,41 @@ def simulate(experiments: Iterable[FLConfig], cpus_per_client: float = 1.0,
     backend = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
                "init_args": {"num_cpus": ray_cpus, "logging_level": "ERROR",
                              "log_to_driver": verbose, "include_dashboard": False}}
+    engine = "ray"
     with quiet_flower(verbose):
         try:
             for attempt in range(1, ray_start_attempts + 1):
+                before = {p.pid for p in psutil.Process().children(recursive=True)}
                 try:
                     run_simulation(server_app=app, client_app=__getattr__("client_app"),
                                    num_supernodes=n_hospitals, backend_config=backend,
                                    verbose_logging=verbose)
                     break
                 except RuntimeError as exc:
-                    # Ray's raylet gives its agents a fixed 15 s to start and dies otherwise
-                    # (ray-project/ray#65983); on a loaded machine that happens: start again.
-                    if results or attempt == ray_start_attempts or not _ray_start_failed(exc):
+                    if results or not _ray_start_failed(exc):
                         raise
-                    warnings.warn(f"Ray did not start (attempt {attempt}); trying again")
+                    stray = _stop_stray_ray(before)
+                    print(f"Ray did not start (attempt {attempt} of {ray_start_attempts}; "
+                          f"stopped {len(stray)} processes it left)", flush=True)
+                    if attempt < ray_start_attempts:
+                        continue
+                    if not fallback:
+                        raise
+                    print("WARNING: running the same ClientApp and strategies on an in-process "
+                          "grid instead of Flower's simulation engine", flush=True)
+                    engine = "in-process"
+                    with InProcessGrid(n_hospitals) as grid:
+                        for cfg in experiments:
+                            results[cfg.name] = run_experiment(grid, cfg, on_client_updates,
+                                                               keep_updates, bar)
         finally:
             bar.close()
     missing = [n for n in names if n not in results]
     if missing:
         raise RuntimeError(f"the simulation ended before experiments {missing} finished; rerun "
                            "with verbose=True to see Flower's log")
+    for res in results.values():
+        res.engine = engine
     return results
 
 
@@ -791,3 +855,51 @@ def auc_plot(results: dict[str, FLResult], references: dict[str, float] | None =
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def update_deltas(result: FLResult, server_round: int) -> dict[int, dict[str, np.ndarray]]:
+    """Each hospital's update in a round: the weights it sent minus the global weights it got."""
+    if not result.updates or server_round not in result.updates:
+        raise FLConfigError(f"no updates kept for round {server_round} of {result.name!r}; run "
+                            "with keep_updates=True")
+    start = result.globals[server_round]
+    return {k: {n: w - start[n] for n, w in weights.items()}
+            for k, weights in result.updates[server_round].items()}
+
+
+def label_signal(result: FLResult, cfg: FLConfig, positive: int = 1):
+    """What each update says about its hospital's labels, with no image in sight.
+
+    For every kept round and hospital: the change of the output layer's bias for class
+    ``positive`` minus its mean change over the classes (a hospital rich in that class pushes the
+    bias up), beside the hospital's true share of that class. Returns a pandas table.
+    """
+    import pandas as pd
+
+    rows = []
+    for server_round in sorted(result.updates or {}):
+        deltas = update_deltas(result, server_round)
+        for k, delta in sorted(deltas.items()):
+            bias = [n for n, v in delta.items() if n.endswith("bias") and v.ndim == 1][-1]
+            change = delta[bias]
+            labels = config_data(cfg, k)["train"].tensors[1].numpy()
+            rows.append({"round": server_round, "hospital": f"H{k + 1}",
+                         "bias signal": float(change[positive] - change.mean()),
+                         "true share": float(np.mean(labels == positive))})
+    return pd.DataFrame(rows)
+
+
+def fairness_table(result: FLResult, local_rows: list[dict]):
+    """Per hospital: local-only test AUC, the federated model's, the gain, and the federated model
+    on the hospital's own validation images."""
+    import pandas as pd
+
+    table = pd.DataFrame(local_rows).set_index("hospital")[["n_train", "test_auc"]]
+    table = table.rename(columns={"test_auc": "alone: test AUC"})
+    table["federated: test AUC"] = result.test_auc
+    table["gain"] = table["federated: test AUC"] - table["alone: test AUC"]
+    local = hospitals_table(result)
+    if not local.empty:
+        table["federated: own val AUC"] = local["val-auc"]
+        table["federated: own val ACC"] = local["val-acc"]
+    return table
