@@ -225,6 +225,7 @@ def test_private_inference_matches_plaintext_and_only_the_hospital_sees_it():
     assert np.abs(out["logits"] - plain).max() < 1e-2
     assert out["owner_saw_output"] is False
     assert out["rounds"] > 0 and out["bytes"] > 0 and seconds >= 0
+    assert 0 < out["cpu_seconds"] <= out["seconds"] * 1.5
 
 
 @pytest.mark.parametrize("images, match", [
