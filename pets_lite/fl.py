@@ -622,11 +622,12 @@ def run_in_process(experiments: Iterable[FLConfig], **kwargs) -> dict[str, FLRes
 
 @contextlib.contextmanager
 def quiet_flower(verbose: bool = False):
-    """Keep Flower's per-round INFO lines and warnings out of a notebook (errors still show)."""
+    """Keep Flower's log lines out of a notebook (failures still surface as exceptions and in
+    the recorded ``failures``)."""
     logger = logging.getLogger("flwr")
     level = logger.level
     if not verbose:
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -758,6 +759,21 @@ def simulate(experiments: Iterable[FLConfig], cpus_per_client: float = 1.0,
 # Baselines and tables for the notebook
 # ---------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _no_progress():
+    """Silence inner progress bars (``config.progress`` in "final" mode prints even disabled
+    bars when they close)."""
+    saved = os.environ.get("PETS_PROGRESS")
+    os.environ["PETS_PROGRESS"] = "off"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PETS_PROGRESS", None)
+        else:
+            os.environ["PETS_PROGRESS"] = saved
+
+
 def local_only(cfg: FLConfig, epochs: int | None = None, progress: bool = True) -> list[dict]:
     """Each hospital trains alone on its own images; scored on the central test split.
 
@@ -767,14 +783,16 @@ def local_only(cfg: FLConfig, epochs: int | None = None, progress: bool = True) 
     epochs = epochs or cfg.rounds * cfg.local_epochs
     test = _central_test(cfg.flag, cfg.fast, cfg.seed)
     rows = []
-    for k in range(cfg.n_hospitals):
+    bar = config.progress(range(cfg.n_hospitals), desc=f"hospitals alone ({cfg.scheme}, "
+                          f"alpha={cfg.alpha})", disable=not progress)
+    for k in bar:
         local = config_data(cfg, k)
         val = local["val"] if len(torch.unique(local["val"].tensors[1])) > 1 else None
         config.seed_everything(cfg.seed)
         model = build_model(cfg)
-        history = train.fit(model, local["train"], val, epochs=epochs, lr=cfg.lr,
-                            batch_size=cfg.batch_size, seed=cfg.seed + k, progress=progress,
-                            desc=f"H{k + 1} alone")
+        with _no_progress():
+            history = train.fit(model, local["train"], val, epochs=epochs, lr=cfg.lr,
+                                batch_size=cfg.batch_size, seed=cfg.seed + k, progress=False)
         m = train.evaluate(model, test)
         rows.append({"hospital": f"H{k + 1}", "n_train": len(local["train"]),
                      "test_auc": m["auc"], "test_acc": m["acc"],
