@@ -151,9 +151,9 @@ def grad_sample_mode_for(model: nn.Module) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps: int,
-                         accountant: str = "rdp") -> float:
-    """The smallest noise multiplier σ (to 0.01 in ε) that keeps ``steps`` Poisson-subsampled
-    Gaussian steps at rate ``sample_rate`` within ``(epsilon, delta)`` under ``accountant``."""
+                         accountant: str = "rdp", tolerance: float = 0.01) -> float:
+    """The smallest noise multiplier σ (to ``tolerance`` in ε) that keeps ``steps``
+    Poisson-subsampled Gaussian steps at rate ``sample_rate`` within ``(epsilon, delta)``."""
     from opacus.accountants.utils import get_noise_multiplier
 
     check_budget(epsilon, delta)
@@ -163,7 +163,7 @@ def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps
         warnings.simplefilter("ignore")
         return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta,
                                           sample_rate=sample_rate, steps=steps,
-                                          accountant=accountant))
+                                          accountant=accountant, epsilon_tolerance=tolerance))
 
 
 def opacus_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,

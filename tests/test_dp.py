@@ -77,7 +77,7 @@ def test_train_dp_rejects_bad_settings_before_training():
 # ---------------------------------------------------------------- models
 
 def test_make_dp_ready_fixes_a_monai_resnet_and_it_trains():
-    net = models.build_model("monai_resnet", widths=(8, 8, 16, 16))
+    net = models.build_model("monai_resnet", widths=(4, 4, 8, 8))
     assert dp.batchnorm_layers(net) and any(getattr(m, "inplace", False) for m in net.modules())
     with pytest.raises(dp.DPConfigError):
         dp.check_model(net)
@@ -86,7 +86,7 @@ def test_make_dp_ready_fixes_a_monai_resnet_and_it_trains():
     assert not any(getattr(m, "inplace", False) is True for m in ready.modules())
     assert dp.batchnorm_layers(net), "the original network must be left untouched"
     dp.check_model(ready)
-    result = dp.train_dp(ready, toy_data(48), epsilon=8.0, epochs=1, batch_size=16, progress=False)
+    result = dp.train_dp(ready, toy_data(32), epsilon=8.0, epochs=1, batch_size=16, progress=False)
     assert result.grad_sample_mode == "ghost"
     assert all(torch.isfinite(p).all() for p in ready.parameters())
     assert ready(torch.zeros(2, 1, 28, 28)).shape == (2, 2)
