@@ -23,5 +23,5 @@ def test_split_learning_notebook(executed, data_available):
     assert r["ssim_by_cut"][0] > r["ssim_mean_image"] + 0.1
     assert r["ssim_by_cut"][0] >= r["ssim_by_cut"][2] - 0.02
     assert min(r["noise_ssim"]) < r["clean_ssim"] - 0.05
-    assert r["noise_ssim"][-1] <= r["noise_ssim"][0] + 0.02
+    assert r["noise_ssim"][-1] <= r["noise_ssim"][0] + 0.02  # more noise, no better attack
     assert all(0.0 <= a <= 1.0 for a in r["noise_auc"] + r["nopeek_auc"])
