@@ -64,6 +64,7 @@ def main(argv=None) -> dict[str, list[float]]:
     parser.add_argument("--modes", default=",".join(MODES))
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
+    warnings.filterwarnings("ignore", message=".*Full backward hook.*")  # once per step otherwise
     if modes[0] != "non-private":
         parser.error("--modes must start with non-private (the reference)")
     config.seed_everything(0)

@@ -457,10 +457,10 @@ def dp_model(epsilon: float, seed: int = 0, fast: bool | None = None, flag: str 
             "accountant": "rdp"}
 
     def build():
+        config.seed_everything(seed)  # the initial weights depend on the seed only
         return dp_cnn(meta.n_channels, meta.n_classes, recipe["width"], recipe["depth"])
 
     def train_fn(model):
-        config.seed_everything(seed)
         result = train_dp(model, splits["train"], splits["val"], epsilon=float(epsilon),
                           delta=recipe["delta"], epochs=epochs, batch_size=batch_size,
                           lr=recipe["lr"], max_grad_norm=recipe["max_grad_norm"],
