@@ -101,6 +101,10 @@ def main() -> int:
     start = time.perf_counter()
     workdir = stage(args.workdir)
     timings = execute_all(workdir / "notebooks", fast=args.fast, reuse=args.reuse, only=args.only)
+    if args.only:  # a preview: the other chapters appear unexecuted, so cross-links still resolve
+        for path in nbrun.notebook_paths():
+            if not (workdir / "notebooks" / path.name).exists():
+                shutil.copy2(path, workdir / "notebooks" / path.name)
     index = build_html(workdir, strict=not args.no_strict)
     timings["_total_seconds"] = round(time.perf_counter() - start, 1)
     timings["_mode"] = "fast" if args.fast else "full"

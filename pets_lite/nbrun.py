@@ -50,6 +50,8 @@ def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, 
     nb = nbformat.read(path, as_version=4)
     env = {"PETS_FAST": "1" if fast else "0", "PETS_PROGRESS": "final", "MPLBACKEND": "inline",
            **(extra_env or {})}
+    if out_path is not None:  # chapter 10 reads what the chapters before it recorded in this build
+        env.setdefault("PETS_EXECUTED_DIR", str(Path(out_path).resolve().parent))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     start = time.perf_counter()

@@ -48,6 +48,7 @@ def test_book_builds_from_executed_notebooks(built_book):
         assert "<img" in page, f"{stem}: no figure on the page"
         assert "Traceback" not in page, f"{stem}: an error output reached the book"
     assert (html / "references.html").exists()
+    assert (html / "taxonomy.html").exists() and (html / "guide.html").exists()
     intro = (html / "intro.html").read_text()
     assert all(f"notebooks/{stem}.html" in intro for stem in stems), "a chapter is missing from the toc"
     assert (html / "_static" / "mathjax" / "tex-chtml.js").exists(), "MathJax must be served locally"

@@ -46,8 +46,9 @@ class Links(HTMLParser):
 
 
 def pages(html: Path) -> list[Path]:
-    return [html / "index.html", html / "intro.html", html / "references.html",
-            *sorted((html / "notebooks").glob("*.html"))]
+    """Every page a reader reaches from the table of contents (not Sphinx's search/index pages)."""
+    top = [p for p in sorted(html.glob("*.html")) if p.name not in ("genindex.html", "search.html")]
+    return top + sorted((html / "notebooks").glob("*.html"))
 
 
 def broken_internal_links(page: Path, root: Path) -> list[str]:
