@@ -154,5 +154,7 @@ class _FinalLineBar:
         if not self._closed:
             self._closed = True
             line = str(self._bar)
+            disabled = self._bar.disable
             self._bar.close()
-            print(line, flush=True)
+            if not disabled:
+                print(line, flush=True)

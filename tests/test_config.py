@@ -68,3 +68,9 @@ def test_progress_off(monkeypatch, capsys):
     assert list(config.progress(range(3))) == [0, 1, 2]
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_progress_final_mode_prints_nothing_when_disabled(monkeypatch, capsys):
+    monkeypatch.setenv("PETS_PROGRESS", "final")
+    assert list(config.progress(range(3), disable=True)) == [0, 1, 2]
+    assert capsys.readouterr().out == ""
