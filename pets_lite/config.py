@@ -134,6 +134,7 @@ class _FinalLineBar:
     def __init__(self, bar):
         self._bar = bar
         self._closed = False
+        self._enabled = not bar.disable  # tqdm sets .disable when it closes itself
 
     def __iter__(self):
         try:
@@ -154,7 +155,6 @@ class _FinalLineBar:
         if not self._closed:
             self._closed = True
             line = str(self._bar)
-            disabled = self._bar.disable
             self._bar.close()
-            if not disabled:
+            if self._enabled:
                 print(line, flush=True)
