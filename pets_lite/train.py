@@ -200,7 +200,8 @@ def baseline_model(flag: str = "pneumoniamnist", seed: int = 0, fast: bool | Non
     spec = {"flag": flag, "md5": meta.md5, "fast": fast, "seed": seed, "epochs": epochs,
             **{k: BASELINE[k] for k in ("width", "depth", "batch_size", "lr")}}
 
-    def build():
+    def build():  # seeded here, so a cache miss in any chapter builds the same initial model
+        torch.manual_seed(seed)
         return models.build_model("cnn", in_channels=meta.n_channels, n_classes=meta.n_classes,
                                   width=BASELINE["width"], depth=BASELINE["depth"])
 
