@@ -9,6 +9,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 CRYPTEN := crypten==0.4.1
 LAB_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 # The development and CI machines have no route to the data hosts: use the shared, verified copies
 # when they sit beside the checkout. On a user's machine nothing is set and the data is downloaded.

@@ -1,5 +1,8 @@
 """Privacy attacks that measure what a model leaks about its training data.
 
+Membership inference (loss threshold, LiRA), empirical auditing of DP training with canaries, and,
+re-exported from :mod:`pets_lite.inversion`, gradient inversion of federated updates.
+
 This module starts with the simplest membership-inference attack, the loss threshold of Yeom et al.
 (CSF 2018): training examples tend to have lower loss than unseen ones, so ``-loss`` is a membership
 score. Its ROC AUC is 0.5 for a model that leaks nothing through its losses.
@@ -14,6 +17,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .train import loader
+
+# Gradient inversion (Geiping et al. 2020, with iDLG label recovery) lives in its own module, as it
+# attacks model updates rather than trained models; it belongs to the same harness.
+from .inversion import (InversionError, invert, psnr, recover_label,  # noqa: E402,F401
+                        score as inversion_score, ssim)
 
 
 @torch.no_grad()
