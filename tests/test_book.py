@@ -65,3 +65,13 @@ def test_strict_build_fails_on_a_broken_reference(tmp_path):
         assert re.search(r"no_such_key|not found", err.stdout + (err.stderr or ""))
     else:
         raise AssertionError("a book with an undefined citation built without error under -W")
+
+
+def test_bibliography_keys_are_unique_across_files():
+    """Every chapter has its own bib file; a key defined twice fails the strict book build."""
+    keys: dict[str, list[str]] = {}
+    for path in [ROOT / "book" / "references.bib", *sorted((ROOT / "book" / "bib").glob("*.bib"))]:
+        for key in re.findall(r"^@\w+\{([^,\s]+),", path.read_text(), re.M):
+            keys.setdefault(key, []).append(path.name)
+    duplicated = {k: v for k, v in keys.items() if len(v) > 1}
+    assert not duplicated, f"keys defined in several bib files (move them to references.bib): {duplicated}"
