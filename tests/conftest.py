@@ -68,5 +68,35 @@ def data_available() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the book build last: by then the notebook tests have executed every notebook."""
-    items.sort(key=lambda item: "test_book.py" in item.nodeid)
+    """Run the book and browser tests last: by then the notebook tests have executed every
+    notebook, each under its own timeout."""
+    items.sort(key=lambda item: "test_book.py" in item.nodeid or "test_browser.py" in item.nodeid)
+
+
+def load_builder():
+    """book/build.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("book_build", ROOT / "book" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def built_book(executed, executed_dir, tmp_path_factory):
+    """Build the book once per session from every notebook the suite executed; return its folder."""
+    from pets_lite import data, nbrun
+
+    if not any(p.exists() for p in data.candidates("pneumoniamnist")):
+        pytest.skip("MedMNIST files not on disk: run `python data_scripts/fetch_data.py` first")
+    stems = [p.stem for p in nbrun.notebook_paths()]
+    for stem in stems:
+        executed(stem)
+    builder = load_builder()
+    work = builder.stage(tmp_path_factory.mktemp("book") / "book", sorted(executed_dir.glob("*.ipynb")))
+    log = builder.build_html(work, strict=True, capture=True)
+    return {"work": work, "html": work / "_build" / "html", "log": log, "stems": stems}
+
+
+

@@ -3,39 +3,15 @@ them again, and every chapter page carries its outputs."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from pets_lite import nbrun
+from conftest import load_builder
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_builder():
-    spec = importlib.util.spec_from_file_location("book_build", ROOT / "book" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def built_book(executed, executed_dir, tmp_path_factory):
-    """Build the book once per session from every notebook the suite executed; return its folder."""
-    from pets_lite import data
-
-    if not any(p.exists() for p in data.candidates("pneumoniamnist")):
-        pytest.skip("MedMNIST files not on disk: run `python data_scripts/fetch_data.py` first")
-    stems = [p.stem for p in nbrun.notebook_paths()]
-    for stem in stems:
-        executed(stem)
-    builder = load_builder()
-    work = builder.stage(tmp_path_factory.mktemp("book") / "book", sorted(executed_dir.glob("*.ipynb")))
-    log = builder.build_html(work, strict=True, capture=True)
-    return {"work": work, "html": work / "_build" / "html", "log": log, "stems": stems}
 
 
 def test_book_builds_from_executed_notebooks(built_book):
