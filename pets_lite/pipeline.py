@@ -151,10 +151,7 @@ def secure_federated_dp(hospitals: list[TensorDataset], build, test: TensorDatas
     from flwr.server import LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-    from flwr.simulation import run_simulation
-
     from . import secagg
-    from .fl import _ray_start_failed, quiet_flower
 
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -223,25 +220,17 @@ def secure_federated_dp(hospitals: list[TensorDataset], build, test: TensorDatas
     def _main(grid, context):
         ctx = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds),
                             strategy=Recorder())
+        # Each hospital reports weight 1: max_weight=1 keeps SecAgg+'s quantisation at full
+        # precision (the default 1000 scales updates down 1000x first; see pets_lite.secagg).
         workflow = SecAggPlusWorkflow(num_shares=num_shares,
-                                      reconstruction_threshold=reconstruction_threshold)
+                                      reconstruction_threshold=reconstruction_threshold,
+                                      max_weight=1.0)
         # secagg's byte-counting Grid proxy: what crosses the wire, masked updates included.
         DefaultWorkflow(fit_workflow=workflow)(secagg._CountingGrid(grid, counter), ctx)
 
-    backend = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-               "init_args": {"num_cpus": ray_cpus, "logging_level": "ERROR",
-                             "log_to_driver": verbose, "include_dashboard": False}}
-    with quiet_flower(verbose):
-        for attempt in range(1, 4):
-            try:
-                run_simulation(server_app=app,
-                               client_app=ClientApp(client_fn=client_fn, mods=[secaggplus_mod]),
-                               num_supernodes=len(hospitals), backend_config=backend,
-                               verbose_logging=verbose)
-                break
-            except RuntimeError as exc:  # Ray's node start-up can time out on a loaded machine
-                if result.rounds or attempt == 3 or not _ray_start_failed(exc):
-                    raise
+    secagg.run_with_retries(app, ClientApp(client_fn=client_fn, mods=[secaggplus_mod]),
+                            len(hospitals), cpus_per_client, ray_cpus, verbose,
+                            started=lambda: bool(result.rounds))
     if len(result.rounds) != rounds:
         raise RuntimeError(f"the simulation finished {len(result.rounds)} of {rounds} rounds; "
                            "rerun with verbose=True to see Flower's log")

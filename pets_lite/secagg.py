@@ -163,6 +163,29 @@ def _check(images: torch.Tensor, labels: torch.Tensor, experiments: list[Experim
                              "(the survivors must hold enough shares)")
 
 
+def run_with_retries(server_app, client_app, num_supernodes: int, cpus_per_client: float = 1.0,
+                     ray_cpus: int = 2, verbose: bool = False, started=lambda: False) -> None:
+    """``flwr.simulation.run_simulation`` on Ray, started again (up to 3 times) when Ray's node
+    fails to start on a loaded machine and nothing has run yet (``started()`` is false)."""
+    from flwr.simulation import run_simulation
+
+    from .fl import _ray_start_failed, quiet_flower
+
+    backend = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
+               "init_args": {"num_cpus": ray_cpus, "logging_level": "ERROR",
+                             "log_to_driver": verbose, "include_dashboard": False}}
+    with quiet_flower(verbose):
+        for attempt in range(1, 4):
+            try:
+                run_simulation(server_app=server_app, client_app=client_app,
+                               num_supernodes=num_supernodes, backend_config=backend,
+                               verbose_logging=verbose)
+                return
+            except RuntimeError as exc:  # Ray's 15 s agent start-up on a loaded machine
+                if started() or attempt == 3 or not _ray_start_failed(exc):
+                    raise
+
+
 def simulate(images: torch.Tensor, labels: torch.Tensor, experiments: list[Experiment],
              model_kind: str = "mlp", steps: int = 1, lr: float = 0.1, seed: int = 0,
              num_shares: float = 1.0, reconstruction_threshold: float = 0.6,
@@ -183,10 +206,6 @@ def simulate(images: torch.Tensor, labels: torch.Tensor, experiments: list[Exper
     from flwr.server import LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-    from flwr.simulation import run_simulation
-
-    from .fl import _ray_start_failed, quiet_flower
-
     experiments = list(experiments)
     _check(images, labels, experiments)
     n = len(images)
@@ -266,18 +285,8 @@ def simulate(images: torch.Tensor, labels: torch.Tensor, experiments: list[Exper
             DefaultWorkflow(fit_workflow=fit_workflow)(_CountingGrid(grid, res), ctx)
             results[exp.name] = res
 
-    backend = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-               "init_args": {"num_cpus": ray_cpus, "logging_level": "ERROR",
-                             "log_to_driver": verbose, "include_dashboard": False}}
-    with quiet_flower(verbose):
-        for attempt in range(1, 4):
-            try:
-                run_simulation(server_app=app, client_app=client_app, num_supernodes=n,
-                               backend_config=backend, verbose_logging=verbose)
-                break
-            except RuntimeError as exc:  # Ray's 15 s agent start-up on a loaded machine
-                if results or attempt == 3 or not _ray_start_failed(exc):
-                    raise
+    run_with_retries(app, client_app, n, cpus_per_client, ray_cpus, verbose,
+                     started=lambda: bool(results))
     missing = [e.name for e in experiments if e.name not in results]
     if missing:
         raise RuntimeError(f"the simulation ended before {missing} finished; rerun with "

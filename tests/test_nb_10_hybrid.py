@@ -10,4 +10,8 @@ def test_hybrid_notebook(executed, data_available):
     assert r["hybrid_he_agreement"] >= 0.95
     assert abs(r["hybrid_he_auc"] - r["hybrid_test_auc"]) < 0.2
     assert 0.2 < r["hybrid_attack_auc"] < 0.8
-    assert r["table_rows"] >= 2
+    # The table has the hybrid row plus one row per configuration of the chapters executed before
+    # it in this session (all of them in the full suite; none when this test runs alone).
+    assert r["table_rows"] >= 1
+    if "00_deep_radiomics_baseline" in r["chapters_found"]:
+        assert r["table_rows"] >= 2
