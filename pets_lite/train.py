@@ -136,7 +136,7 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None = None, epochs: in
 
 
 #: Bump when a change to training or models alters what a cached model would be.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_key(spec: dict) -> str:

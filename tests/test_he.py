@@ -36,10 +36,10 @@ def batched():
 
 def test_params_defaults_meet_the_128_bit_table():
     p = he.BATCHED_PARAMS
-    assert (p.poly_modulus_degree, p.depth, p.total_bits, p.slots) == (8192, 5, 215, 4096)
+    assert (p.poly_modulus_degree, p.depth, p.total_bits, p.slots) == (8192, 5, 217, 4096)
     assert p.total_bits <= he.HE_STANDARD_128[8192] == 218
     assert he.TUTORIAL_PARAMS.total_bits == 218 and he.TUTORIAL_PARAMS.depth == 6
-    assert p.describe()["128-bit secure"] is True and p.headroom == 32
+    assert p.describe()["128-bit secure"] is True and p.headroom == 64
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -144,7 +144,7 @@ def test_query_from_another_context_is_refused(batched, model, images):
 
 
 def test_depth_the_parameters_cannot_support(model):
-    shallow = he.CKKSParams(8192, (35, 29, 29, 29, 29, 35), 29)
+    shallow = he.CKKSParams(8192, (36, 29, 29, 29, 29, 36), 29)
     with pytest.raises(he.DepthError, match="needs 5 multiplicative levels.*give 4"):
         he.check_depth(model, shallow, "batched")
     client = he.HEClient("batched", params=shallow, image_size=SIZE, patch=PATCH)

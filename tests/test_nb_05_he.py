@@ -15,7 +15,7 @@ def test_he_notebook(executed, data_available):
     assert r["auc_gap"] < 0.08
     # parameters within the 128-bit bound for N = 8192; logits inside the batched headroom
     assert r["batched_total_bits"] <= 218 and r["tutorial_total_bits"] <= 218
-    assert r["max_abs_logit"] < 32
+    assert r["max_abs_logit"] < 64
     # cost: batched much faster per image, public context much smaller without Galois keys
     assert r["speedup"] >= 10
     assert r["public_context_mib_batched"] * 5 < r["public_context_mib_tutorial"]
