@@ -40,7 +40,8 @@ def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, 
     """Run a notebook top to bottom in a fresh kernel; write the executed copy to ``out_path``.
 
     ``fast`` sets ``PETS_FAST`` for the kernel; ``timeout`` bounds every cell (seconds). Returns the
-    executed ``NotebookNode`` with ``metadata.pets_lite = {"seconds", "fast"}`` added. A failing cell
+    executed ``NotebookNode`` with ``metadata.pets_lite = {"seconds", "fast", "peak_memory_mib"}``
+    added (the kernel's peak memory, read by a probe cell that is run last and not kept). A failing cell
     raises ``nbclient.exceptions.CellExecutionError`` naming the cell and the error.
     """
     import nbformat
@@ -58,14 +59,20 @@ def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, 
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(path.parent)}})
-        client.execute()
+        nb.cells.append(_probe_cell())  # runs last, read and removed below
+        try:
+            client.execute()
+        finally:
+            probe = nb.cells.pop()
+        peak = _probe_value(probe)
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    nb.metadata["pets_lite"] = {"seconds": round(time.perf_counter() - start, 1), "fast": fast}
+    nb.metadata["pets_lite"] = {"seconds": round(time.perf_counter() - start, 1), "fast": fast,
+                                "peak_memory_mib": peak}
     if out_path is not None:
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,9 +82,32 @@ def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, 
     return nb
 
 
+#: Run in the kernel after the last cell: its peak resident memory and its largest child's (Ray
+#: workers, CrypTen parties, the SuperLink...), in MiB (Linux reports ru_maxrss in KiB).
+_PEAK_PROBE = ("import resource as _r; print(round(max(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss, "
+               "_r.getrusage(_r.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1))")
+
+
+def _probe_cell():
+    import nbformat
+
+    return nbformat.v4.new_code_cell(_PEAK_PROBE, metadata={"tags": ["remove-cell"]})
+
+
+def _probe_value(cell) -> float | None:
+    """The probe's printed number, or None (a probe never fails a build; the table shows no value)."""
+    try:
+        return float(cell.outputs[0]["text"].strip())
+    except (IndexError, KeyError, ValueError):
+        return None
+
+
 def glued(nb) -> dict:
     """The values a notebook recorded with :func:`pets_lite.results.record`, by name."""
     values = {}
+    peak = nb.get("metadata", {}).get("pets_lite", {}).get("peak_memory_mib")
+    if peak is not None:  # measured by execute(), not recorded by the notebook
+        values["peak_memory_mib"] = peak
     for cell in nb["cells"]:
         for output in cell.get("outputs", []):
             meta = output.get("metadata", {}).get("scrapbook")

@@ -354,14 +354,18 @@ def book_table(results: dict[str, dict], extra_rows: list[dict] = ()) -> list[di
         chapter = _find(results, prefix)
         if not chapter:
             continue
-        row = {"configuration": name, "chapter": prefix, **pick(chapter, attacks_ch)}
+        # peak memory is the chapter's (its kernel's, measured by nbrun.execute), not the row's alone
+        row = {"configuration": name, "chapter": prefix,
+               "peak_mib": chapter.get("peak_memory_mib"), **pick(chapter, attacks_ch)}
         rows.append(row)
     rows.extend(extra_rows)
     return rows
 
 
 def peak_memory_mib() -> float:
-    """Peak resident memory of this process so far (MiB)."""
+    """Peak resident memory so far (MiB) of this process or its largest finished child (Ray
+    workers...), whichever is larger: what ``nbrun.execute`` reports for every other chapter."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024.0

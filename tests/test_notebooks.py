@@ -59,3 +59,20 @@ def test_notebooks_have_the_anatomy():
         assert "parameters" in tags, f"{path.name}: no cell tagged 'parameters'"
         for heading in ("Learning objectives", "Where this sits", "Exercises", "Summary"):
             assert heading in text, f"{path.name}: no '{heading}' section"
+
+
+def test_execute_measures_the_kernels_peak_memory(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import numpy as np\nx = np.ones(40_000_000)  # 305 MiB\n"
+                                          "del x"),
+                nbformat.v4.new_code_cell("from pets_lite.results import record\nrecord('v', 1)")]
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    done = nbrun.execute(path, tmp_path / "out" / "tiny.ipynb", fast=True, timeout=120)
+    peak = done.metadata["pets_lite"]["peak_memory_mib"]
+    assert 305 < peak < 4000, peak
+    assert len(done.cells) == 2, "the probe cell must not stay in the executed notebook"
+    written = nbformat.read(tmp_path / "out" / "tiny.ipynb", as_version=4)
+    assert nbrun.glued(written) == {"v": 1, "peak_memory_mib": peak}

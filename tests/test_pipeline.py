@@ -55,7 +55,7 @@ def test_federated_dp_rejects_bad_settings(kwargs, match):
         pipeline.federated_dp([toy(20, 1), toy(20, 2)], small, toy(20, 3), **args)
 
 
-def _executed(path, values: dict):
+def _executed(path, values: dict, peak_mib: float | None = None):
     from myst_nb import glue  # noqa: F401  (the notebook mechanism the chapters use)
 
     nb = nbformat.v4.new_notebook()
@@ -65,12 +65,14 @@ def _executed(path, values: dict):
         metadata={"scrapbook": {"name": k, "mime_prefix": "application/papermill.record/"}})
         for k, v in values.items()]
     nb.cells.append(cell)
+    if peak_mib is not None:  # what nbrun.execute measures
+        nb.metadata["pets_lite"] = {"seconds": 1.0, "fast": True, "peak_memory_mib": peak_mib}
     nbformat.write(nb, path)
 
 
 def test_table_reads_what_chapters_recorded(tmp_path):
     _executed(tmp_path / "00_deep_radiomics_baseline.ipynb",
-              {"test_auc": 0.95, "test_acc": 0.86, "train_seconds": 60.0})
+              {"test_auc": 0.95, "test_acc": 0.86, "train_seconds": 60.0}, peak_mib=812.5)
     _executed(tmp_path / "02_differential_privacy.ipynb",
               {"epsilons": [1.0, 8.0], "test_auc_by_eps": [0.80, 0.90], "eps_spent_by_eps": [0.99, 7.9]})
     _executed(tmp_path / "07_privacy_attacks_and_audits.ipynb",
@@ -84,6 +86,7 @@ def test_table_reads_what_chapters_recorded(tmp_path):
     assert rows["non-private baseline"]["lira_tpr_0.1%"] == 0.02
     assert rows["DP-SGD ε=8"]["test_auc"] == 0.90 and rows["DP-SGD ε=8"]["epsilon"] == 7.9
     assert rows["DP-SGD ε=1"]["test_auc"] == 0.80
+    assert rows["non-private baseline"]["peak_mib"] == 812.5 and rows["DP-SGD ε=1"]["peak_mib"] is None
     assert "x" in rows and "HE inference (CKKS, batched)" not in rows  # chapter 05 did not run
 
 
