@@ -271,22 +271,23 @@ def one_run_audit(scores: np.ndarray, included: np.ndarray, k_pos: int, k_neg: i
 
 
 def make_canaries(dataset: Dataset, m: int, n_classes: int = 2, seed: int = 0):
-    """``m`` mislabelled canaries drawn from ``dataset``, each included with probability 1/2.
+    """``m`` randomly labelled canaries drawn from ``dataset``, each included with probability 1/2.
 
-    Returns ``(canaries, included)``: a TensorDataset whose labels are shifted to a wrong class
-    (mislabelled examples are the ones a model can only fit by memorising them) and the boolean
-    inclusion draw. Insert ``canaries`` where ``included`` into the training set.
+    Returns ``(canaries, included)``: a TensorDataset whose labels are drawn uniformly at random,
+    independently of the images, and the boolean inclusion draw. Insert ``canaries`` where
+    ``included`` into the training set. Random labels follow no rule a model could learn, so it can
+    fit them only by memorising each canary; a "shifted" wrong label would not do for two classes
+    (it is a flip, a rule the model learns from the included canaries and applies to the others).
     """
     from torch.utils.data import TensorDataset
 
-    x, y = dataset[:]
+    x, _ = dataset[:]
     if m > len(x):
         raise ValueError(f"asked for {m} canaries from {len(x)} examples")
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(x), m, replace=False)
-    shift = torch.from_numpy(rng.integers(1, n_classes, m)).long()
-    canaries = TensorDataset(x[pick].clone(), (y[pick] + shift) % n_classes)
-    return canaries, rng.random(m) < 0.5
+    labels = torch.from_numpy(rng.integers(0, n_classes, m)).long()
+    return TensorDataset(x[pick].clone(), labels), rng.random(m) < 0.5
 
 
 def lira_models(name: str, spec: dict, pool: Dataset, k: int, build, train_fn, seed: int = 0,
