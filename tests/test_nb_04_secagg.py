@@ -17,6 +17,11 @@ def test_secagg_notebook(executed, data_available):
     # The attack on an aggregate of >= 3 hospitals is clearly worse than on one update.
     for k, v in r["ssim_aggregate"].items():
         assert v < r["ssim_b1"] - 0.1, (k, v)
+    # Hospitals with several images each: the aggregate's reconstructions match the hospitals'
+    # images hardly better than as many unrelated X-rays, and far worse than one clean update.
+    for k, v in r["ssim_aggregate_local"].items():
+        assert v - r["ssim_aggregate_local_unrelated"][k] < 0.1, (k, v)
+        assert v < r["ssim_b1"] - 0.4, (k, v)
     # Heavy client-side noise destroys the reconstruction.
     dp = {float(k): v for k, v in r["ssim_dp"].items()}
     assert dp[max(dp)] < dp[0.0]
