@@ -76,3 +76,13 @@ def test_execute_measures_the_kernels_peak_memory(tmp_path):
     assert len(done.cells) == 2, "the probe cell must not stay in the executed notebook"
     written = nbformat.read(tmp_path / "out" / "tiny.ipynb", as_version=4)
     assert nbrun.glued(written) == {"v": 1, "peak_memory_mib": peak}
+
+
+def test_notebooks_are_valid_and_every_cell_has_an_id():
+    import nbformat
+
+    for path in nbrun.notebook_paths():
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        missing = [i for i, cell in enumerate(nb.cells) if not cell.get("id")]
+        assert not missing, f"{path.name}: cells {missing} have no id (nbformat 4.5 requires one)"
