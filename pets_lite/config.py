@@ -107,6 +107,15 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def peak_memory_mib() -> float:
+    """Peak resident memory so far (MiB) of this process or its largest finished child (Ray
+    workers, CrypTen parties...), whichever is larger. Linux reports ``ru_maxrss`` in KiB."""
+    import resource
+
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024.0
+
+
 def progress(iterable=None, **kwargs):
     """A progress bar: a live widget in JupyterLab, one final text line in the executed book.
 

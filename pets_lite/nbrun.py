@@ -82,10 +82,8 @@ def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, 
     return nb
 
 
-#: Run in the kernel after the last cell: its peak resident memory and its largest child's (Ray
-#: workers, CrypTen parties, the SuperLink...), in MiB (Linux reports ru_maxrss in KiB).
-_PEAK_PROBE = ("import resource as _r; print(round(max(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss, "
-               "_r.getrusage(_r.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1))")
+#: Run in the kernel after the last cell: the chapter's peak memory (config.peak_memory_mib).
+_PEAK_PROBE = "from pets_lite.config import peak_memory_mib as _peak; print(round(_peak(), 1))"
 
 
 def _probe_cell():

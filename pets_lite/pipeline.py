@@ -361,11 +361,3 @@ def book_table(results: dict[str, dict], extra_rows: list[dict] = ()) -> list[di
     rows.extend(extra_rows)
     return rows
 
-
-def peak_memory_mib() -> float:
-    """Peak resident memory so far (MiB) of this process or its largest finished child (Ray
-    workers...), whichever is larger: what ``nbrun.execute`` reports for every other chapter."""
-    import resource
-
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024.0
