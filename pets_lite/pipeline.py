@@ -82,16 +82,9 @@ def federated_dp(hospitals: list[TensorDataset], build, test: TensorDataset, rou
     ``aggregate(updates, weights) -> mean update`` replaces plain averaging (secure aggregation
     plugs in here). Returns ``(model, FederatedDPResult)``.
     """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    dp.check_budget(epsilon, delta, min(len(h) for h in hospitals))
     aggregate = aggregate or weighted_mean
-    config.seed_everything(seed)
-    model = build()
-    plan = calibrate(hospitals, rounds, epsilon, delta, local_epochs, batch_size)
-    result = FederatedDPResult(delta=delta, aggregation=aggregation_name,
-                               sigma=[p["sigma"] for p in plan],
-                               sample_rates=[p["q"] for p in plan], steps=[p["steps"] for p in plan])
+    model, plan, result = _start(hospitals, build, rounds, epsilon, delta, local_epochs,
+                                 batch_size, seed, aggregation_name)
     for r in config.progress(range(rounds), desc=f"federated DP rounds ({aggregation_name})",
                              disable=not progress):
         start = time.perf_counter()
@@ -112,10 +105,30 @@ def federated_dp(hospitals: list[TensorDataset], build, test: TensorDataset, rou
         result.rounds.append({"round": r + 1, "test_auc": metrics["auc"], "test_acc": metrics["acc"],
                               "seconds": time.perf_counter() - start,
                               "upload_bytes": int(sum(u.astype(np.float32).nbytes for u in updates))})
-    result.epsilon = [dp.opacus_epsilon(s, q, n, delta)
-                      for s, q, n in zip(result.sigma, result.sample_rates, result.steps)]
+    result.epsilon = _spent(result)
     model.eval()
     return model, result
+
+
+def _start(hospitals, build, rounds, epsilon, delta, local_epochs, batch_size, seed, aggregation):
+    """Shared set-up of both federated DP runs: checks, the per-hospital noise plan, the seeded
+    initial model and an empty result. Returns ``(model, plan, result)``."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    dp.check_budget(epsilon, delta, min(len(h) for h in hospitals))
+    plan = calibrate(hospitals, rounds, epsilon, delta, local_epochs, batch_size)
+    config.seed_everything(seed)
+    model = build()
+    result = FederatedDPResult(delta=delta, aggregation=aggregation,
+                               sigma=[p["sigma"] for p in plan],
+                               sample_rates=[p["q"] for p in plan], steps=[p["steps"] for p in plan])
+    return model, plan, result
+
+
+def _spent(result: FederatedDPResult) -> list[float]:
+    """Each hospital's spent ε (Opacus RDP) for its noise, sample rate and steps."""
+    return [dp.opacus_epsilon(s, q, n, result.delta)
+            for s, q, n in zip(result.sigma, result.sample_rates, result.steps)]
 
 
 def calibrate(hospitals: list[TensorDataset], rounds: int, epsilon: float, delta: float,
@@ -153,18 +166,11 @@ def secure_federated_dp(hospitals: list[TensorDataset], build, test: TensorDatas
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
     from . import secagg
 
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
     if len(hospitals) < 3:
         raise ValueError("secure aggregation with dropout tolerance needs >= 3 hospitals")
-    dp.check_budget(epsilon, delta, min(len(h) for h in hospitals))
-    plan = calibrate(hospitals, rounds, epsilon, delta, local_epochs, batch_size)
-    config.seed_everything(seed)
-    model = build()
+    model, plan, result = _start(hospitals, build, rounds, epsilon, delta, local_epochs,
+                                 batch_size, seed, "SecAgg+")
     initial = [p.detach().numpy().copy() for p in model.parameters()]
-    result = FederatedDPResult(delta=delta, aggregation="SecAgg+",
-                               sigma=[p["sigma"] for p in plan],
-                               sample_rates=[p["q"] for p in plan], steps=[p["steps"] for p in plan])
 
     class Hospital(NumPyClient):
         def __init__(self, pid: int):
@@ -234,8 +240,7 @@ def secure_federated_dp(hospitals: list[TensorDataset], build, test: TensorDatas
     if len(result.rounds) != rounds:
         raise RuntimeError(f"the simulation finished {len(result.rounds)} of {rounds} rounds; "
                            "rerun with verbose=True to see Flower's log")
-    result.epsilon = [dp.opacus_epsilon(s, q, n, delta)
-                      for s, q, n in zip(result.sigma, result.sample_rates, result.steps)]
+    result.epsilon = _spent(result)
     result.bytes_total = counter.bytes_total
     model.eval()
     return model, result
