@@ -36,7 +36,10 @@ EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
 #: "recipe search" note); shared with 07. Full mode: 20 epochs of 4,708 images at batch 256.
 DP_RECIPE = {"width": 16, "depth": 3, "batch_size": 256, "lr": 5e-3, "max_grad_norm": 1.0,
              "epochs": 20, "fast_epochs": 5, "fast_batch_size": 64, "delta": DELTA}
-GRAD_SAMPLE_MODES = ("auto", "ghost", "hooks", "functorch")
+#: How per-sample gradients are clipped: "bk" (book-keeping, :mod:`pets_lite.clipping`, one backward
+#: pass) and Opacus' "ghost" (two backward passes), "hooks" and "functorch"; "auto" picks the first
+#: that supports every trainable layer of the model (:func:`grad_sample_mode_for`).
+GRAD_SAMPLE_MODES = ("auto", "bk", "ghost", "hooks", "functorch")
 
 
 class DPConfigError(ValueError):
@@ -135,13 +138,17 @@ def make_dp_ready(model: nn.Module) -> nn.Module:
 
 
 def grad_sample_mode_for(model: nn.Module) -> str:
-    """``"ghost"`` when Opacus' fast-gradient-clipping module supports every trainable layer of
-    ``model`` (norm or per-sample-gradient rule registered), ``"hooks"`` otherwise."""
+    """The default DP-SGD engine for ``model``: ``"bk"`` (book-keeping clipping, one backward pass)
+    when :mod:`pets_lite.clipping` has a rule for every trainable layer, else ``"ghost"`` when
+    Opacus' fast-gradient-clipping module supports them all, else ``"hooks"``."""
     from opacus.grad_sample import GradSampleModuleFastGradientClipping as Ghost
 
-    for module in model.modules():
-        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
-        if own and type(module) not in Ghost.GRAD_SAMPLERS and type(module) not in Ghost.NORM_SAMPLERS:
+    from . import clipping
+
+    if not clipping.unsupported_layers(model):
+        return "bk"
+    for _, module in clipping.trainable_layers(model):
+        if type(module) not in Ghost.GRAD_SAMPLERS and type(module) not in Ghost.NORM_SAMPLERS:
             return "hooks"
     return "ghost"
 
@@ -317,6 +324,26 @@ class DPResult:
         return cls(**{**d, "history": train.History(**d["history"])})
 
 
+def make_private(engine, mode: str, *, module: nn.Module, optimizer: torch.optim.Optimizer,
+                 data_loader: DataLoader, criterion: nn.Module, noise_multiplier: float,
+                 max_grad_norm: float, noise_generator=None, poisson_sampling: bool = True):
+    """Opacus' ``make_private`` for any of :data:`GRAD_SAMPLE_MODES` except "auto": returns
+    ``(module, optimizer, criterion, data_loader)`` in every mode (the criterion is wrapped where
+    the mode clips in ``loss.backward()``: "bk" and "ghost")."""
+    from . import clipping
+
+    kwargs = dict(module=module, optimizer=optimizer, data_loader=data_loader, criterion=criterion,
+                  noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                  poisson_sampling=poisson_sampling, noise_generator=noise_generator)
+    if mode == "bk":
+        return clipping.make_private(engine, **kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+        warnings.filterwarnings("ignore", message=".*Full backward hook.*")
+        out = engine.make_private(grad_sample_mode=mode, **kwargs)
+    return out if mode == "ghost" else (out[0], out[1], criterion, out[2])
+
+
 def train_dp(model: nn.Module, train_set: Dataset, val: Dataset | None = None, *,
              epsilon: float | None = None, noise_multiplier: float | None = None,
              delta: float = DELTA, epochs: int = 5, batch_size: int = 256, lr: float = 2e-3,
@@ -344,6 +371,13 @@ def train_dp(model: nn.Module, train_set: Dataset, val: Dataset | None = None, *
         raise DPConfigError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
     check_model(model)
     mode = grad_sample_mode_for(model) if grad_sample_mode == "auto" else grad_sample_mode
+    if mode == "bk":
+        from . import clipping
+
+        unsupported = clipping.unsupported_layers(model)
+        if unsupported:
+            raise DPConfigError(f"grad_sample_mode='bk' has no per-sample rule for "
+                                f"{', '.join(unsupported)}; use 'auto', 'ghost' or 'hooks'")
 
     device = config.device()
     model.to(device)
@@ -357,18 +391,10 @@ def train_dp(model: nn.Module, train_set: Dataset, val: Dataset | None = None, *
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     criterion = nn.CrossEntropyLoss()
     engine = PrivacyEngine(accountant=accountant)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
-        warnings.filterwarnings("ignore", message=".*Full backward hook.*")
-        out = engine.make_private(module=model, optimizer=optimizer, data_loader=data_loader,
-                                  criterion=criterion, noise_multiplier=noise_multiplier,
-                                  max_grad_norm=max_grad_norm, poisson_sampling=True,
-                                  grad_sample_mode=mode,
-                                  noise_generator=torch.Generator(device=device).manual_seed(seed))
-    if mode == "ghost":
-        dp_module, dp_optimizer, criterion, dp_loader = out
-    else:
-        dp_module, dp_optimizer, dp_loader = out
+    dp_module, dp_optimizer, criterion, dp_loader = make_private(
+        engine, mode, module=model, optimizer=optimizer, data_loader=data_loader,
+        criterion=criterion, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+        noise_generator=torch.Generator(device=device).manual_seed(seed))
 
     history = train.History()
     best_state, best_auc = None, -np.inf
@@ -446,19 +472,23 @@ def dp_model(epsilon: float, seed: int = 0, fast: bool | None = None, flag: str 
     recipe = {**DP_RECIPE, **overrides}
     epochs = overrides.get("epochs", recipe["fast_epochs"] if fast else recipe["epochs"])
     batch_size = overrides.get("batch_size", recipe["fast_batch_size"] if fast else recipe["batch_size"])
-    mode = recipe.get("grad_sample_mode", "auto")
     meta = data.info(flag)
     splits = data.load_splits(flag, fast=fast, seed=seed)
     check_budget(epsilon, recipe["delta"], len(splits["train"]))
+
+    def build():  # seeded, so a cache miss in any chapter starts from the same weights
+        torch.manual_seed(seed)
+        return dp_cnn(meta.n_channels, meta.n_classes, recipe["width"], recipe["depth"])
+
+    mode = recipe.get("grad_sample_mode", "auto")
+    if mode == "auto":  # the engine that trains the model enters the cache key
+        with torch.random.fork_rng(devices=[]):
+            mode = grad_sample_mode_for(build())
     spec = {"flag": flag, "md5": meta.md5, "fast": fast, "seed": seed, "epsilon": float(epsilon),
             "delta": recipe["delta"], "epochs": epochs, "batch_size": batch_size, "lr": recipe["lr"],
             "max_grad_norm": recipe["max_grad_norm"], "width": recipe["width"],
             "depth": recipe["depth"], "optimizer": "adam", "grad_sample_mode": mode,
             "accountant": "rdp"}
-
-    def build():  # seeded, so a cache miss in any chapter starts from the same weights
-        torch.manual_seed(seed)
-        return dp_cnn(meta.n_channels, meta.n_classes, recipe["width"], recipe["depth"])
 
     def train_fn(model):
         config.seed_everything(seed)
@@ -491,4 +521,93 @@ def sweep(epsilons=EPSILONS, seeds=(0,), fast: bool | None = None, flag: str = "
                          "test_acc": test["acc"], "seconds": res.history.total_seconds,
                          "mode": res.grad_sample_mode,
                          "epoch_seconds": float(np.mean(res.history.epoch_seconds))})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# What DP-SGD costs in time (benchmarks/dp_overhead.py and the chapter's figure)
+# ----------------------------------------------------------------------------------------------
+
+#: The engines the overhead measurement compares; the first is the reference.
+OVERHEAD_MODES = ("non-private", "bk", "ghost", "hooks", "functorch")
+
+
+def epoch_seconds(mode: str, dataset: Dataset, batch_size: int = 256, width: int | None = None,
+                  seed: int = 0) -> float:
+    """Seconds for one training epoch of the DP recipe's CNN on ``dataset``: ``"non-private"`` (plain
+    Adam, shuffled batches) or DP-SGD with one of :data:`GRAD_SAMPLE_MODES` (σ = 1, C = 1, Poisson
+    batches of the same expected size). Model and engine set-up are not timed."""
+    from opacus import PrivacyEngine
+
+    device = config.device()
+    torch.manual_seed(seed)
+    x0, _ = dataset[0]
+    model = dp_cnn(in_channels=x0.shape[0], width=width).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    criterion = nn.CrossEntropyLoss()
+    if mode != "non-private":
+        mode = grad_sample_mode_for(model) if mode == "auto" else mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, optimizer, criterion, loader = make_private(
+                PrivacyEngine(), mode, module=model, optimizer=optimizer, data_loader=loader,
+                criterion=criterion, noise_multiplier=1.0, max_grad_norm=1.0)
+    model.train()
+    _sync(device)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Full backward hook.*")  # once per step
+        for x, y in loader:
+            if len(y) == 0:
+                continue
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer measures it (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def overhead(dataset: Dataset, modes=OVERHEAD_MODES, rounds: int = 3, batch_size: int = 256,
+             width: int | None = None, warmup: bool = True, progress: bool = True) -> dict[str, list[float]]:
+    """Epoch seconds per mode, measured side by side: each round times one epoch in every mode (the
+    DP modes in alternating order, so that a busy machine slows them all alike), after one
+    unmeasured warm-up epoch per mode (one-off costs: kernel set-up for each new Poisson batch
+    size, the allocator). ``modes[0]`` is the reference (``"non-private"``)."""
+    modes = list(modes)
+    if not modes or modes[0] != "non-private":
+        raise ValueError("modes must start with 'non-private' (the reference)")
+    unknown = set(modes[1:]) - set(GRAD_SAMPLE_MODES)
+    if unknown:
+        raise DPConfigError(f"unknown modes {sorted(unknown)}; choose from {GRAD_SAMPLE_MODES}")
+    if warmup:
+        for mode in modes:
+            epoch_seconds(mode, dataset, batch_size, width, seed=rounds)
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for r in config.progress(range(rounds), desc="DP overhead rounds", disable=not progress):
+        order = modes if r % 2 == 0 else [modes[0]] + modes[:0:-1]
+        for mode in order:
+            times[mode].append(epoch_seconds(mode, dataset, batch_size, width, seed=r))
+    return times
+
+
+def overhead_summary(times: dict[str, list[float]]) -> list[dict]:
+    """Per mode: median epoch seconds and the median, min and max of its ratio to the reference
+    (the first mode) over the rounds."""
+    reference = np.array(next(iter(times.values())))
+    rows = []
+    for mode, seconds in times.items():
+        ratios = np.array(seconds) / reference
+        rows.append({"mode": mode, "median_s": float(np.median(seconds)),
+                     "ratio": float(np.median(ratios)), "ratio_min": float(ratios.min()),
+                     "ratio_max": float(ratios.max())})
     return rows

@@ -87,12 +87,12 @@ def test_make_dp_ready_fixes_a_monai_resnet_and_it_trains():
     assert dp.batchnorm_layers(net), "the original network must be left untouched"
     dp.check_model(ready)
     result = dp.train_dp(ready, toy_data(32), epsilon=8.0, epochs=1, batch_size=16, progress=False)
-    assert result.grad_sample_mode == "ghost"
+    assert result.grad_sample_mode == "bk"
     assert all(torch.isfinite(p).all() for p in ready.parameters())
     assert ready(torch.zeros(2, 1, 28, 28)).shape == (2, 2)
 
 
-def test_grad_sample_mode_falls_back_to_hooks_for_layers_without_a_rule():
+def test_grad_sample_mode_prefers_book_keeping_then_opacus_ghost_then_hooks():
     class Odd(nn.Module):
         def __init__(self):
             super().__init__()
@@ -102,8 +102,13 @@ def test_grad_sample_mode_falls_back_to_hooks_for_layers_without_a_rule():
         def forward(self, x):
             return self.fc(x * self.scale)
 
-    assert dp.grad_sample_mode_for(models.build_model("cnn", width=8, depth=2)) == "ghost"
+    assert dp.grad_sample_mode_for(models.build_model("cnn", width=8, depth=2)) == "bk"
+    # LayerNorm: Opacus has a per-sample rule, pets_lite.clipping has none.
+    assert dp.grad_sample_mode_for(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))) == "ghost"
     assert dp.grad_sample_mode_for(Odd()) == "hooks"
+    with pytest.raises(dp.DPConfigError, match=r"'bk' has no per-sample rule for <model> \(Odd\)"):
+        dp.train_dp(Odd(), TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))),
+                    epsilon=8.0, epochs=1, batch_size=4, grad_sample_mode="bk")
 
 
 # ---------------------------------------------------------------- accounting
@@ -175,7 +180,7 @@ def test_train_dp_meets_its_budget_learns_and_is_deterministic():
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
         results.append(r)
     r = results[0]
-    assert r.grad_sample_mode == "ghost" and r.steps == 3 * 4
+    assert r.grad_sample_mode == "bk" and r.steps == 3 * 4
     assert r.epsilon["rdp"] <= 8.0 + 1e-9 and r.epsilon["prv"] <= r.epsilon["rdp"]
     assert r.history.best_val_auc > 0.6
     assert torch.equal(weights[0], weights[1]), "same seed, same model"
