@@ -347,6 +347,23 @@ def _group_norm(m: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor, ws: _Workspac
 _RULES = {nn.Linear: _linear, nn.Conv2d: _conv2d, nn.GroupNorm: _group_norm}
 
 
+def clipped_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_grad_norm: float):
+    """``(per-sample norms, clipped sum flattened in parameter order)`` of the cross-entropy of
+    ``model`` on one batch, by book-keeping; the model's ``.grad`` are left as they were."""
+    saved = [p.grad for p in model.parameters()]
+    was_training = model.training
+    engine = BookKeeping(model.train(), max_grad_norm)
+    try:
+        norms = engine.backward(F.cross_entropy(model(x), y, reduction="none"))
+        flat = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+    finally:
+        engine.remove_hooks()
+        model.train(was_training)
+        for p, g in zip(model.parameters(), saved):
+            p.grad = g
+    return norms.detach(), flat.detach()
+
+
 class ClippedLoss:
     """Per-sample losses whose ``backward()`` runs book-keeping clipping (mean for ``item()``)."""
 

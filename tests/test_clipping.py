@@ -194,3 +194,15 @@ def test_dp_sgd_with_book_keeping_equals_opacus_ghost_and_hooks():
     assert (weights["bk"] - weights["ghost"]).abs().max() < 1e-5 * scale
     assert (weights["bk"] - weights["hooks"]).abs().max() < 1e-5 * scale
     assert (weights["bk"] - start).abs().max() > 1e-3 * scale  # and training moved them
+
+
+def test_clipped_gradient_matches_clipping_dp_per_sample_grads_and_leaves_grads_alone():
+    torch.manual_seed(0)
+    model = models.build_model("cnn", width=8, depth=2).eval()
+    x, y = batch(7)
+    g = dp.per_sample_grads(model, x, y)
+    coef = (0.1 / (g.norm(dim=1) + 1e-6)).clamp(max=1.0)
+    norms, flat = clipping.clipped_gradient(model, x, y, 0.1)
+    assert torch.allclose(norms, g.norm(dim=1), rtol=1e-5)
+    assert torch.allclose(flat, (coef[:, None] * g).sum(0), rtol=1e-4, atol=1e-7)
+    assert all(p.grad is None for p in model.parameters()) and not model.training

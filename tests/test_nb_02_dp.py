@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from pets_lite import dp
+
 
 def test_dp_notebook(executed, data_available):
     r = executed("02_differential_privacy", timeout=900)
@@ -32,5 +34,9 @@ def test_dp_notebook(executed, data_available):
     assert r["bn_refused"] is True and r["monai_bn_after"] == 0
     assert len(r["val_auc_by_batch"]) == 2 and all(0 < v <= 1 for v in r["val_auc_by_batch"])
     assert np.all(np.diff(r["sigma_eps8_by_epochs"]) > 0)
-    # Sequential epochs on a shared machine: a rough figure (benchmarks/dp_overhead.py alternates).
-    assert 0.1 < r["dp_epoch_ratio"] < 20
+    assert 0.1 < r["dp_epoch_ratio"] < 20  # timing: a range, not a target (see benchmarks/)
+    # Book-keeping clipping gives the instantiated per-sample gradients' norms and clipped sum.
+    assert r["bk_norm_rel_error"] < 1e-4 and r["bk_sum_rel_error"] < 1e-4
+    # The side-by-side cost measurement covers every engine; the default is book-keeping.
+    assert r["overhead_modes"] == list(dp.OVERHEAD_MODES) and r["default_mode"] == "bk"
+    assert r["overhead_ratio"][0] == 1.0 and all(0.1 < x < 20 for x in r["overhead_ratio"])
