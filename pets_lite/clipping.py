@@ -8,13 +8,16 @@ and ghost clipping (norms first, then a *second* backward pass of the re-weighte
 already has, each layer's input activations :math:`A` and output gradients :math:`G`, and finishes
 from them:
 
-* **norms**, layer by layer, with the cheaper of two exact formulas (mixed ghost clipping, Bu et al.
-  2022): instantiate :math:`G_i^\\top A_i` (cost :math:`T d p` per example, for a layer with
-  :math:`T` positions, :math:`d` inputs and :math:`p` outputs), or the ghost norm
-  :math:`\\langle A_i A_i^\\top, G_i G_i^\\top \\rangle` (cost :math:`T^2 (d + p)`; Li et al. 2022),
-  in chunks of examples so that no large temporary is allocated;
-* **the clipped sum** of a layer is its ordinary weight gradient with :math:`G_i` scaled by
-  :math:`c_i`: one call of the kernel autograd would have used.
+* **norms**, layer by layer, exactly: from the per-example gradients :math:`G_i^\\top A_i`
+  (cost :math:`T d p` per example, for a layer with :math:`T` positions, :math:`d` inputs and
+  :math:`p` outputs), computed chunk by chunk (no large temporary) and *kept* when they fit in
+  :data:`KEEP_BYTES`; or, where that is cheaper and they are not kept, from the ghost norm
+  :math:`\\langle A_i A_i^\\top, G_i G_i^\\top \\rangle` (cost :math:`T^2 (d + p)`; Li et al.
+  2022), the choice made per layer as in mixed ghost clipping (Bu et al. 2022). A linear layer on
+  one position per example uses :math:`\\lVert g_i \\rVert^2 \\lVert a_i \\rVert^2`;
+* **the clipped sum**: the factors times the kept per-example gradients, or else the layer's
+  ordinary weight gradient with the smaller of :math:`A_i`, :math:`G_i` scaled by :math:`c_i`
+  (one call of the kernel autograd would have used).
 
 The backward pass differentiates only with respect to the layers' outputs, so autograd never
 computes the ordinary weight gradients that the other engines compute and then discard. Poisson
@@ -75,6 +78,26 @@ def unsupported_layers(model: nn.Module) -> list[str]:
     """
     return [f"{name or '<model>'} ({type(m).__name__})" for name, m in trainable_layers(model)
             if not supported(m)]
+
+
+def refusal(model: nn.Module) -> str | None:
+    """Why this engine cannot clip ``model`` (a layer without a rule, or a parameter two layers
+    share, whose per-layer squared norms would not add up), or None when it can.
+
+    >>> tied = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)); tied[1].weight = tied[0].weight
+    >>> refusal(tied)
+    '0 and 1 share a parameter (tied weights)'
+    """
+    bad = unsupported_layers(model)
+    if bad:
+        return f"no per-sample rule for {', '.join(bad)}"
+    owners: dict[int, str] = {}
+    for name, m in trainable_layers(model):
+        for p in m.parameters(recurse=False):
+            if id(p) in owners:
+                return f"{owners[id(p)]} and {name} share a parameter (tied weights)"
+            owners[id(p)] = name
+    return None
 
 
 def _chunks(n: int, bytes_per_example: int):
@@ -167,10 +190,10 @@ class BookKeeping:
     """
 
     def __init__(self, model: nn.Module, max_grad_norm: float):
-        bad = unsupported_layers(model)
-        if bad:
-            raise ValueError(f"book-keeping clipping has no per-sample rule for {', '.join(bad)}; "
-                             "use Opacus' grad_sample_mode 'ghost' or 'hooks' for this model")
+        reason = refusal(model)
+        if reason:
+            raise ValueError(f"book-keeping clipping: {reason}; use Opacus' grad_sample_mode "
+                             "'ghost' or 'hooks' for this model")
         if not (max_grad_norm > 0 and math.isfinite(max_grad_norm)):
             raise ValueError(f"max_grad_norm must be a finite number > 0, got {max_grad_norm!r}")
         self.model = model
@@ -180,7 +203,6 @@ class BookKeeping:
         self._workspace = _Workspace()
         self._handles = [model.register_forward_pre_hook(self._start)]
         self._handles += [m.register_forward_hook(self._record) for _, m in trainable_layers(model)]
-        self.per_sample_norms: torch.Tensor | None = None
 
     def remove_hooks(self) -> None:
         """Detach from the model (it is left as it was before)."""
@@ -221,7 +243,7 @@ class BookKeeping:
                                    "(pets_lite.dp.make_dp_ready)")
         grads = (torch.autograd.grad(loss_per_sample.sum(), [r.output for r in records],
                                      allow_unused=True) if n and records else [])
-        sq = loss_per_sample.new_zeros(n, dtype=torch.float32).detach()
+        sq = loss_per_sample.detach().new_zeros(n)
         work = []
         for r, g in zip(records, grads):
             if g is not None:  # None: the layer's output did not reach the loss (zero gradient)
@@ -240,7 +262,6 @@ class BookKeeping:
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        self.per_sample_norms = norms
         return norms
 
 

@@ -139,13 +139,13 @@ def make_dp_ready(model: nn.Module) -> nn.Module:
 
 def grad_sample_mode_for(model: nn.Module) -> str:
     """The default DP-SGD engine for ``model``: ``"bk"`` (book-keeping clipping, one backward pass)
-    when :mod:`pets_lite.clipping` has a rule for every trainable layer, else ``"ghost"`` when
+    when :mod:`pets_lite.clipping` can clip it (a rule for every trainable layer, no tied weights), else ``"ghost"`` when
     Opacus' fast-gradient-clipping module supports them all, else ``"hooks"``."""
     from opacus.grad_sample import GradSampleModuleFastGradientClipping as Ghost
 
     from . import clipping
 
-    if not clipping.unsupported_layers(model):
+    if clipping.refusal(model) is None:
         return "bk"
     for _, module in clipping.trainable_layers(model):
         if type(module) not in Ghost.GRAD_SAMPLERS and type(module) not in Ghost.NORM_SAMPLERS:
@@ -374,10 +374,9 @@ def train_dp(model: nn.Module, train_set: Dataset, val: Dataset | None = None, *
     if mode == "bk":
         from . import clipping
 
-        unsupported = clipping.unsupported_layers(model)
-        if unsupported:
-            raise DPConfigError(f"grad_sample_mode='bk' has no per-sample rule for "
-                                f"{', '.join(unsupported)}; use 'auto', 'ghost' or 'hooks'")
+        reason = clipping.refusal(model)
+        if reason:
+            raise DPConfigError(f"grad_sample_mode='bk': {reason}; use 'auto', 'ghost' or 'hooks'")
 
     device = config.device()
     model.to(device)

@@ -146,6 +146,12 @@ def test_refusals_say_what_to_do():
     with pytest.raises(ValueError, match="max_grad_norm"):
         clipping.BookKeeping(nn.Linear(4, 2), 0.0)
 
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    b.weight = a.weight  # tied weights across two layers: per-layer norms would not add up
+    with pytest.raises(ValueError, match="share a parameter"):
+        clipping.BookKeeping(nn.Sequential(a, nn.ReLU(), b), 1.0)
+    assert dp.grad_sample_mode_for(nn.Sequential(a, nn.ReLU(), b)) != "bk"
+
     shared = nn.Linear(4, 4)
     engine = clipping.BookKeeping(nn.Sequential(shared, nn.ReLU(), shared), 1.0)
     with pytest.raises(RuntimeError, match="ran twice in one forward pass"):

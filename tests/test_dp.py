@@ -106,7 +106,7 @@ def test_grad_sample_mode_prefers_book_keeping_then_opacus_ghost_then_hooks():
     # LayerNorm: Opacus has a per-sample rule, pets_lite.clipping has none.
     assert dp.grad_sample_mode_for(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))) == "ghost"
     assert dp.grad_sample_mode_for(Odd()) == "hooks"
-    with pytest.raises(dp.DPConfigError, match=r"'bk' has no per-sample rule for <model> \(Odd\)"):
+    with pytest.raises(dp.DPConfigError, match=r"grad_sample_mode='bk': no per-sample rule for <model> \(Odd\)"):
         dp.train_dp(Odd(), TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))),
                     epsilon=8.0, epochs=1, batch_size=4, grad_sample_mode="bk")
 
