@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from pets_lite import clipping, dp, models
+from test_dp import toy_data  # the separable toy X-rays of the DP tests
 
 
 def reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float):
@@ -174,14 +175,6 @@ def test_refusals_say_what_to_do():
     engine.remove_hooks()
     net(torch.randn(2, 4))  # detached: the model runs as before
     assert not net._forward_hooks and not net._forward_pre_hooks
-
-
-def toy_data(n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.5
-    x[:, :, 10:18, 10:18] += y.view(-1, 1, 1, 1) * 0.5
-    return torch.utils.data.TensorDataset(x, y)
 
 
 def test_dp_sgd_with_book_keeping_equals_opacus_ghost_and_hooks():
