@@ -396,7 +396,8 @@ def train_dp(model: nn.Module, train_set: Dataset, val: Dataset | None = None, *
         noise_generator=torch.Generator(device=device).manual_seed(seed))
 
     history = train.History()
-    best_state, best_auc = None, -np.inf
+    best = train.BestOnValidation(history, [model],
+                                  (lambda: train.evaluate(model, val)) if val is not None else None)
     bar = config.progress(range(epochs), desc=desc, disable=not progress)
     try:
         for epoch in bar:
@@ -416,15 +417,7 @@ def train_dp(model: nn.Module, train_set: Dataset, val: Dataset | None = None, *
                     count += len(y)
             history.train_loss.append(total / max(count, 1))
             history.epoch_seconds.append(time.perf_counter() - start)
-            if val is not None:
-                metrics = train.evaluate(model, val)
-                history.val_auc.append(metrics["auc"])
-                history.val_acc.append(metrics["acc"])
-                if metrics["auc"] > best_auc:
-                    best_auc, history.best_epoch = metrics["auc"], epoch
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                history.best_epoch = epoch
+            best.update(epoch)
     finally:
         if hasattr(dp_module, "remove_hooks"):
             dp_module.remove_hooks()
@@ -432,8 +425,7 @@ def train_dp(model: nn.Module, train_set: Dataset, val: Dataset | None = None, *
             for attr in ("grad_sample", "_forward_counter", "_current_grad_sample", "_norm_sample"):
                 if hasattr(p, attr):
                     delattr(p, attr)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore()
     model.eval()
     spent_steps = int(sum(s for _, _, s in engine.accountant.history)) if engine.accountant.history else steps
     if crosscheck:

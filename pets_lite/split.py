@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from . import config
 from .models import SmallCNN
-from .train import History, auc_score, loader
+from .train import BestOnValidation, History, auc_score, loader
 
 VARIANTS = ("vanilla", "ushaped")
 #: Message kinds that belong to training (the rest are inference traffic).
@@ -401,8 +401,8 @@ def train_split(template: SmallCNN, train: Dataset, val: Dataset | None = None, 
     run = SplitRun(variant, cut, hospital, server, Channel(), copy.deepcopy(template))
     torch.manual_seed(seed)
     batches = loader(train, batch_size, shuffle=True, seed=seed)
-    best_auc, best_state = -np.inf, None
-    parties = hospital.modules() + server.modules()
+    best = BestOnValidation(run.history, hospital.modules() + server.modules(),
+                            (lambda: evaluate_split(run, val)) if val is not None else None)
     bar = config.progress(range(epochs), desc=desc or f"split {variant} cut={cut}",
                           disable=not progress)
     for epoch in bar:
@@ -417,19 +417,10 @@ def train_split(template: SmallCNN, train: Dataset, val: Dataset | None = None, 
                  if k in TRAIN_KINDS and n - before.get((s, k), 0) > 0}
         run.epoch_bytes_by_kind.append(delta)
         run.epoch_bytes.append(sum(delta.values()))
-        if val is not None:
-            metrics = evaluate_split(run, val)
-            run.history.val_auc.append(metrics["auc"])
-            run.history.val_acc.append(metrics["acc"])
-            if metrics["auc"] > best_auc:
-                best_auc, run.history.best_epoch = metrics["auc"], epoch
-                best_state = [copy.deepcopy(m.state_dict()) for m in parties]
+        metrics = best.update(epoch)
+        if metrics:
             bar.set_postfix(loss=f"{run.history.train_loss[-1]:.3f}", val_auc=f"{metrics['auc']:.3f}")
-        else:
-            run.history.best_epoch = epoch
-    if best_state is not None:
-        for module, state in zip(parties, best_state):
-            module.load_state_dict(state)
+    best.restore()
     return run
 
 
@@ -497,7 +488,7 @@ def fedavg(template: nn.Module, clients: list[Dataset], val: Dataset | None, rou
     glob = copy.deepcopy(template)
     sizes = np.array([len(c) for c in clients], dtype=float)
     history = History()
-    best_auc, best_state = -np.inf, None
+    best = BestOnValidation(history, [glob], (lambda: evaluate(glob, val)) if val is not None else None)
     bar = config.progress(range(rounds), desc=f"FedAvg {len(clients)} clients", disable=not progress)
     for rnd in bar:
         start = time.perf_counter()
@@ -520,18 +511,10 @@ def fedavg(template: nn.Module, clients: list[Dataset], val: Dataset | None, rou
                               .to(states[0][key].dtype) for key in states[0]})
         history.train_loss.append(float(np.mean(losses)))
         history.epoch_seconds.append(time.perf_counter() - start)
-        if val is not None:
-            metrics = evaluate(glob, val)
-            history.val_auc.append(metrics["auc"])
-            history.val_acc.append(metrics["acc"])
-            if metrics["auc"] > best_auc:
-                best_auc, history.best_epoch = metrics["auc"], rnd
-                best_state = copy.deepcopy(glob.state_dict())
+        metrics = best.update(rnd)
+        if metrics:
             bar.set_postfix(val_auc=f"{metrics['auc']:.3f}")
-        else:
-            history.best_epoch = rnd
-    if best_state is not None:
-        glob.load_state_dict(best_state)
+    best.restore()
     return FedAvgRun(glob, history, state_bytes(glob), len(clients))
 
 

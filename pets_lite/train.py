@@ -103,7 +103,7 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None = None, epochs: in
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     criterion = nn.CrossEntropyLoss()
     history = History()
-    best_state, best_auc = None, -np.inf
+    best = BestOnValidation(history, [model], (lambda: evaluate(model, val)) if val is not None else None)
     bar = config.progress(range(epochs), desc=desc, disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
@@ -119,20 +119,40 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None = None, epochs: in
             count += len(y)
         history.train_loss.append(total / max(count, 1))
         history.epoch_seconds.append(time.perf_counter() - start)
-        if val is not None:
-            metrics = evaluate(model, val)
-            history.val_auc.append(metrics["auc"])
-            history.val_acc.append(metrics["acc"])
-            if metrics["auc"] > best_auc:
-                best_auc, history.best_epoch = metrics["auc"], epoch
-                best_state = copy.deepcopy(model.state_dict())
-            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}", val_auc=f"{metrics['auc']:.3f}")
-        else:
-            history.best_epoch = epoch
-            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        metrics = best.update(epoch)
+        bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
+                        **({"val_auc": f"{metrics['auc']:.3f}"} if metrics else {}))
+    best.restore()
     return history
+
+
+class BestOnValidation:
+    """Selection on held-out data, epoch by epoch: ``update(epoch)`` runs ``score()`` (a metrics dict
+    with ``"auc"`` and ``"acc"``), appends them to ``history`` and keeps a copy of ``modules``' weights
+    when the AUC is the best so far; ``restore()`` loads the kept weights. Without ``score`` (no
+    validation data) the last epoch is the selected one."""
+
+    def __init__(self, history: History, modules: list[nn.Module], score=None):
+        self.history, self.modules, self.score = history, modules, score
+        self.best_auc, self.best_states = -np.inf, None
+
+    def update(self, epoch: int) -> dict | None:
+        """Score this epoch; returns its metrics (None without validation data)."""
+        if self.score is None:
+            self.history.best_epoch = epoch
+            return None
+        metrics = self.score()
+        self.history.val_auc.append(metrics["auc"])
+        self.history.val_acc.append(metrics["acc"])
+        if metrics["auc"] > self.best_auc:
+            self.best_auc, self.history.best_epoch = metrics["auc"], epoch
+            self.best_states = [copy.deepcopy(m.state_dict()) for m in self.modules]
+        return metrics
+
+    def restore(self) -> None:
+        """Load the weights of the selected epoch (nothing to do without validation data)."""
+        for module, state in zip(self.modules, self.best_states or []):
+            module.load_state_dict(state)
 
 
 #: Bump when a change to training or models alters what a cached model would be.

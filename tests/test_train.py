@@ -83,3 +83,25 @@ def test_model_cache_hits_and_invalidates(monkeypatch, tmp_path):
     assert not list(tmp_path.rglob("*.tmp")), "no half-written cache files"
     stored = json.loads(next(tmp_path.rglob("toy-*.json")).read_text())
     assert "spec" in stored and "results" in stored
+
+
+def test_best_on_validation_keeps_and_restores_the_best_epoch():
+    from torch import nn
+
+    from pets_lite.train import BestOnValidation, History
+
+    model, history = nn.Linear(2, 1), History()
+    scores = iter([0.6, 0.8, 0.7])
+    best = BestOnValidation(history, [model], lambda: {"auc": next(scores), "acc": 0.5})
+    kept = None
+    for epoch in range(3):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        best.update(epoch)
+        if epoch == 1:
+            kept = model.weight.clone()
+    best.restore()
+    assert history.best_epoch == 1 and history.val_auc == [0.6, 0.8, 0.7]
+    assert torch.equal(model.weight, kept)
+    no_val = BestOnValidation(History(), [model])
+    assert no_val.update(4) is None and no_val.history.best_epoch == 4
