@@ -255,10 +255,10 @@ class BookKeeping:
         coef = (self.max_grad_norm / (norms + EPS)).clamp(max=1.0)
         for p in self.params:
             p.grad = None
-        for finish in work:
+        for finish in work:  # each parameter belongs to one layer (refusal: no tied weights)
             for p, grad in finish(coef).items():
                 if p.requires_grad:
-                    p.grad = grad if p.grad is None else p.grad + grad
+                    p.grad = grad
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
