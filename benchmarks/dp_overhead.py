@@ -13,15 +13,11 @@ the default path at most 1.5x the non-private epoch.
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from pets_lite import config, data, dp  # noqa: E402
+from pets_lite import config, data, dp
 
 MODES = dp.OVERHEAD_MODES
 TARGET = 1.5
@@ -32,8 +28,8 @@ def main(argv=None) -> dict[str, list[float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flag", default="pneumoniamnist")
     parser.add_argument("--n", type=int, default=None, help="training images per epoch (default: all)")
-    parser.add_argument("--batch-size", type=int, default=dp.DP_RECIPE["batch_size"])
-    parser.add_argument("--width", type=int, default=dp.DP_RECIPE["width"])
+    parser.add_argument("--batch-size", type=int, default=dp.DP_RECIPE.batch_size)
+    parser.add_argument("--width", type=int, default=dp.DP_RECIPE.width)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--no-warmup", action="store_true", help="time the first epoch of each mode too")

@@ -11,16 +11,12 @@ seconds too, which a busy machine distorts less than wall-clock time) and the ra
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from pets_lite import config, he  # noqa: E402
+from pets_lite import config, he
 
 
 def timed_run(model, images, packing: str) -> tuple[dict, float]:

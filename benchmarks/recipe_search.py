@@ -18,13 +18,10 @@ import itertools
 import sys
 import time
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from pets_lite import config, data, train  # noqa: E402
+from pets_lite import config, data, train
 
 DP_GRID = {"epochs": (3, 10, 20), "batch_lr": ((256, 2e-3), (256, 5e-3), (512, 5e-3), (1024, 1e-2)),
            "width": (16, 32)}
@@ -42,7 +39,7 @@ def search_dp(epsilon: float, fast: bool, seeds: list[int]) -> list[dict]:
     for epochs, (batch, lr), width in itertools.product(*grid.values()):
         for seed in seeds:
             torch.manual_seed(seed)
-            model = dp.dp_cnn(1, 2, width, dp.DP_RECIPE["depth"])
+            model = dp.dp_cnn(1, 2, width, dp.DP_RECIPE.depth)
             start = time.perf_counter()
             result = dp.train_dp(model, splits["train"], splits["val"], epsilon=epsilon,
                                  epochs=epochs, batch_size=batch, lr=lr, seed=seed, progress=False)

@@ -15,9 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pets_lite import data  # noqa: E402
+from pets_lite import data
 
 DEFAULT_FLAGS = ("pneumoniamnist", "breastmnist")
 

@@ -1,7 +1,7 @@
 """Privacy attacks that measure what a model leaks about its training data.
 
-Membership inference (loss threshold, LiRA), empirical auditing of DP training with canaries, and,
-re-exported from :mod:`pets_lite.inversion`, gradient inversion of federated updates.
+Membership inference (loss threshold, LiRA) and empirical auditing of DP training with canaries.
+Gradient inversion of federated updates lives in :mod:`pets_lite.inversion`.
 
 This module starts with the simplest membership-inference attack, the loss threshold of Yeom et al.
 (CSF 2018): training examples tend to have lower loss than unseen ones, so ``-loss`` is a membership
@@ -17,11 +17,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .train import loader
-
-# Gradient inversion (Geiping et al. 2020, with iDLG label recovery) lives in its own module, as it
-# attacks model updates rather than trained models; it belongs to the same harness.
-from .inversion import (InversionError, invert, psnr, recover_label,  # noqa: E402,F401
-                        score as inversion_score, ssim)
 
 
 @torch.no_grad()
@@ -290,18 +285,21 @@ def make_canaries(dataset: Dataset, m: int, n_classes: int = 2, seed: int = 0):
     return TensorDataset(x[pick].clone(), labels), rng.random(m) < 0.5
 
 
-def lira_models(name: str, spec: dict, pool: Dataset, k: int, build, train_fn, seed: int = 0,
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def lira_models(name: str, recipe, pool: Dataset, k: int, build, train_fn, seed: int = 0,
+                progress: bool = True, **key) -> tuple[np.ndarray, np.ndarray]:
     """Train ``k`` models of one training recipe, each on a random half of ``pool``; return their
     confidences on the whole pool (K, N) and the membership design (K, N).
 
     ``train_fn(model, subset)`` trains a fresh ``build()`` model in place and returns a JSON-able
-    dict. Every model goes through the model cache (keyed by ``spec``, ``k``, its index and the
-    design seed), so a notebook run twice, or two chapters sharing a recipe, train it once.
+    dict. Model i is built under its own seed, ``derive_seed(recipe.seed, "lira model", i)``, and
+    goes through the model cache, keyed by that recipe (a :class:`pets_lite.recipes.Recipe`),
+    ``k``, its index, the design seed, the pool's size and any ``key`` material (e.g. how the pool
+    was drawn), so a notebook run twice, or two chapters sharing a recipe, train it once.
     """
     from torch.utils.data import TensorDataset
 
-    from . import config, train
+    from . import config
+    from .recipes import cached_model
 
     tensors = pool.tensors if hasattr(pool, "tensors") else pool[:]
     in_mask = half_membership(k, len(tensors[0]), seed)
@@ -309,8 +307,9 @@ def lira_models(name: str, spec: dict, pool: Dataset, k: int, build, train_fn, s
     for i in config.progress(range(k), desc=f"LiRA models: {name}", disable=not progress):
         idx = torch.from_numpy(np.flatnonzero(in_mask[i]))
         subset = TensorDataset(*(t[idx] for t in tensors))
-        key = {**spec, "k": k, "index": i, "design_seed": seed, "pool": len(tensors[0])}
-        model, _, _ = train.cached_model(f"lira-{name}", key, build,
-                                         lambda m, s=subset: train_fn(m, s))
+        model_recipe = recipe.replace(seed=config.derive_seed(recipe.seed, "lira model", i))
+        model, _, _ = cached_model(f"lira-{name}", model_recipe, build,
+                                   lambda m, s=subset: train_fn(m, s), k=k, index=i,
+                                   design_seed=seed, pool=len(tensors[0]), **key)
         confs.append(logit_confidence(model, pool))
     return np.stack(confs), in_mask

@@ -1,11 +1,15 @@
-"""Run-wide settings: fast mode, seeds, the data directory and the compute device.
+"""Run-wide settings: fast mode, seeds, folders, the compute device, progress bars.
 
 Every notebook reads its defaults from here, so one environment variable switches the whole book
 between the quick mode the test-suite uses (``PETS_FAST=1``) and the full mode the book publishes.
+This module is the only place that reads an environment variable of the project (see
+:data:`ENVIRONMENT`); other modules call the functions below.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -14,6 +18,18 @@ import numpy as np
 import torch
 
 _TRUE = {"1", "true", "yes", "on"}
+
+#: Every environment variable the project reads, and what it means (all read in this module).
+ENVIRONMENT = {
+    "PETS_FAST": "1/true/yes/on: fast mode (small data, few epochs), what the test-suite runs",
+    "PETS_DATA_DIR": "folder of the verified MedMNIST .npz files (tests: ../shared/data/medmnist)",
+    "PETS_CACHE_DIR": "downloads and the model cache (default $XDG_CACHE_HOME/pets_lite)",
+    "PETS_DEVICE": "torch device override, e.g. cpu or cuda:1",
+    "PETS_PROGRESS": "auto (live bars), final (one final line: the executed book), off",
+    "PETS_EXECUTED_DIR": "where this build's executed notebooks are (set by pets_lite.nbrun)",
+    "PETS_CRYPTEN_SHIM": "0 leaves CrypTen unrepaired (the tests show each breakage); default 1",
+    "PETS_FL_THREADS": "OpenMP threads of each Flower deployment process (default 1)",
+}
 
 
 def _env_flag(name: str, default: bool = False) -> bool:
@@ -64,6 +80,79 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generato
     return generator
 
 
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A seed for one named stream of a run: ``derive_seed(seed, "hospital", 2, "round", 5)``.
+
+    Built on :class:`numpy.random.SeedSequence` from the run's ``seed``, the number of keys and
+    the keys themselves (strings through SHA-256), so distinct ``(seed, *keys)`` give independent
+    streams: no formula like ``seed + 1000 * round + k`` that gives run 1 / hospital 0 the stream
+    of run 0 / hospital 1000. Returns a non-negative int below 2**63 (torch and NumPy accept it).
+
+    >>> derive_seed(0, "hospital", 1) != derive_seed(1, "hospital", 0)
+    True
+    >>> derive_seed(3, "x") == derive_seed(3, "x")
+    True
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    entropy = [int(seed), len(keys)]
+    for key in keys:
+        if isinstance(key, str):
+            entropy += [1, int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big")]
+        elif isinstance(key, (int, np.integer)) and not isinstance(key, bool) and key >= 0:
+            entropy += [0, int(key)]
+        else:
+            raise ValueError(f"seed keys must be strings or non-negative ints, got {key!r}")
+    words = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
+    return int((int(words[0]) << 32 | int(words[1])) >> 1)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block with torch's global generator seeded by ``seed``; restore its state after.
+
+    Library code uses this (never :func:`seed_everything`) where a torch call draws from the global
+    generator (a model's initial weights), so it does not reset the randomness of the caller.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """Set environment variables for a block (a notebook kernel inherits them); restore after."""
+    unknown = sorted(set(values) - set(ENVIRONMENT) - {"MPLBACKEND"})
+    if unknown:
+        raise ValueError(f"not a variable of the project: {unknown}; see config.ENVIRONMENT")
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def executed_dir() -> Path | None:
+    """Where this build's executed notebooks are (``PETS_EXECUTED_DIR``, set by ``nbrun``)."""
+    value = os.environ.get("PETS_EXECUTED_DIR")
+    return Path(value) if value else None
+
+
+def crypten_shim_enabled() -> bool:
+    """False only when ``PETS_CRYPTEN_SHIM=0`` (the tests that show each CrypTen breakage)."""
+    return _env_flag("PETS_CRYPTEN_SHIM", default=True)
+
+
+def fl_threads() -> str:
+    """OpenMP threads of each process of a Flower deployment (``PETS_FL_THREADS``, default 1)."""
+    return os.environ.get("PETS_FL_THREADS") or "1"
+
+
 def project_root() -> Path:
     """The repository root (the folder that holds ``pets_lite/``)."""
     return Path(__file__).resolve().parent.parent
@@ -81,16 +170,19 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "pets_lite"
 
 
+def explicit_data_dir() -> Path | None:
+    """``PETS_DATA_DIR`` when it is set (tests and CI point it at the shared, verified copies)."""
+    explicit = os.environ.get("PETS_DATA_DIR")
+    return Path(explicit).expanduser() if explicit else None
+
+
 def data_dir() -> Path:
     """The folder holding the MedMNIST ``.npz`` files.
 
-    ``PETS_DATA_DIR`` wins (tests and CI point it at the shared, verified copies); otherwise
-    ``cache_dir() / "medmnist"``, where :func:`pets_lite.data.fetch` downloads to.
+    ``PETS_DATA_DIR`` wins; otherwise ``cache_dir() / "medmnist"``, where
+    :func:`pets_lite.data.fetch` downloads to.
     """
-    explicit = os.environ.get("PETS_DATA_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    return cache_dir() / "medmnist"
+    return explicit_data_dir() or cache_dir() / "medmnist"
 
 
 def device() -> torch.device:
@@ -116,6 +208,11 @@ def peak_memory_mib() -> float:
                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024.0
 
 
+def progress_mode() -> str:
+    """``PETS_PROGRESS``: ``auto`` (default), ``final`` or ``off``."""
+    return os.environ.get("PETS_PROGRESS") or "auto"
+
+
 def progress(iterable=None, **kwargs):
     """A progress bar: a live widget in JupyterLab, one final text line in the executed book.
 
@@ -123,7 +220,7 @@ def progress(iterable=None, **kwargs):
     and prints its last state once, so the rendered book shows ``100%|####| 20/20 [...]`` instead of
     a hundred carriage-return updates. ``PETS_PROGRESS=off`` silences it.
     """
-    mode = os.environ.get("PETS_PROGRESS", "auto")
+    mode = progress_mode()
     if mode == "off":
         kwargs["disable"] = True
     if mode == "final":

@@ -175,8 +175,9 @@ def candidates(flag: str) -> list[Path]:
     """The places :func:`resolve` looks for ``flag``, in order."""
     name = info(flag).filename
     places = []
-    if os.environ.get("PETS_DATA_DIR"):
-        places.append(config.data_dir() / name)
+    explicit = config.explicit_data_dir()
+    if explicit is not None:
+        places.append(explicit / name)
     places.append(config.cache_dir() / "medmnist" / name)
     return places
 
@@ -503,23 +504,3 @@ def partition_summary(parts: list[dict[str, TensorDataset]] | list[TensorDataset
     table = pd.DataFrame(rows).set_index("hospital")
     table["share of data"] = table["total"] / max(int(table["total"].sum()), 1)
     return table
-
-
-def partition_plot(summaries: dict[str, "object"], title: str = "class counts per hospital"):
-    """Stacked bars of class counts per hospital, one panel per partition (``{name: summary}``)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(summaries), figsize=(3.4 * len(summaries), 3.0), squeeze=False,
-                             sharey=True)
-    for ax, (name, table) in zip(axes[0], summaries.items()):
-        classes = [c for c in table.columns if c not in ("total", "share of data")]
-        bottom = np.zeros(len(table))
-        for c in classes:
-            ax.bar(table.index, table[c].to_numpy(), bottom=bottom, label=str(c))
-            bottom += table[c].to_numpy()
-        ax.set(title=name, xlabel="hospital")
-    axes[0][0].set_ylabel("training images")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig

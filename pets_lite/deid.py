@@ -42,7 +42,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
-from pydicom.uid import UID_dictionary, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, UID_dictionary
 
 # ---------------------------------------------------------------------------------------------
 # The profile, as data

@@ -27,19 +27,52 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import config, train
+from .recipes import Recipe, cached_model
 
 #: The chapter's delta: below 1/N for every MedMNIST training split the companion uses.
 DELTA = 1e-5
 #: The privacy budgets of the privacy-utility curve.
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
-#: The DP recipe of chapter 02, chosen on the validation split at epsilon = 8 (see the notebook's
-#: "recipe search" note); shared with 07. Full mode: 20 epochs of 4,708 images at batch 256.
-DP_RECIPE = {"width": 16, "depth": 3, "batch_size": 256, "lr": 5e-3, "max_grad_norm": 1.0,
-             "epochs": 20, "fast_epochs": 5, "fast_batch_size": 64, "delta": DELTA}
 #: How per-sample gradients are clipped: "bk" (book-keeping, :mod:`pets_lite.clipping`, one backward
 #: pass) and Opacus' "ghost" (two backward passes), "hooks" and "functorch"; "auto" picks the first
 #: that supports every trainable layer of the model (:func:`grad_sample_mode_for`).
 GRAD_SAMPLE_MODES = ("auto", "bk", "ghost", "hooks", "functorch")
+
+
+@dataclass(frozen=True)
+class DPRecipe(Recipe):
+    """The DP-SGD recipe of chapter 02, chosen on the validation split at epsilon = 8
+    (``benchmarks/recipe_search.py dp``); shared with 07 and 10. Full mode: 20 epochs of 4,708
+    images at (expected) batch 256; fast mode: 5 epochs at batch 64."""
+
+    epsilon: float = 8.0
+    delta: float = DELTA
+    width: int = 16
+    depth: int = 3
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 5e-3
+    max_grad_norm: float = 1.0
+    optimizer: str = "adam"
+    accountant: str = "rdp"
+    grad_sample_mode: str = "auto"
+
+    FAST = {"epochs": 5, "batch_size": 64}
+
+    def problems(self) -> list[str]:
+        out = super().problems() + self.positive("epsilon", "width", "depth", "epochs",
+                                                 "batch_size", "lr", "max_grad_norm")
+        if not 0 < self.delta < 1:
+            out.append(f"delta must lie in (0, 1), got {self.delta}")
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            out.append(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}")
+        if self.optimizer != "adam":
+            out.append("optimizer: only 'adam' is implemented")
+        return out
+
+
+#: The chapter's DP recipe (full mode; ``DP_RECIPE.variant()`` follows ``PETS_FAST``).
+DP_RECIPE = DPRecipe()
 
 
 class DPConfigError(ValueError):
@@ -443,59 +476,50 @@ def dp_cnn(in_channels: int = 1, n_classes: int = 2, width: int | None = None,
     from . import models
 
     return models.build_model("cnn", in_channels=in_channels, n_classes=n_classes,
-                              width=width or DP_RECIPE["width"], depth=depth or DP_RECIPE["depth"])
+                              width=width or DP_RECIPE.width, depth=depth or DP_RECIPE.depth)
 
 
-def dp_model(epsilon: float, seed: int = 0, fast: bool | None = None, flag: str = "pneumoniamnist",
-             refresh: bool = False, progress: bool = True, **overrides):
-    """A DP-SGD model of the chapter's recipe at ``(epsilon, DELTA)``: trained once per
-    ``(flag, epsilon, seed, mode, recipe)``, cached, reused (chapter 07 audits these).
+def dp_model(epsilon: float | None = None, seed: int | None = None, fast: bool | None = None,
+             flag: str | None = None, refresh: bool = False, progress: bool = True,
+             recipe: DPRecipe = DP_RECIPE, **changes):
+    """A DP-SGD model of the chapter's recipe: trained once per recipe, cached, reused (chapter 07
+    audits these). ``epsilon``, ``seed``, ``flag`` and ``changes`` (``batch_size``, ``epochs``,
+    ``lr``, ...) replace the recipe's fields; ``fast=None`` follows ``PETS_FAST``.
 
-    Returns ``(model, splits, DPResult)``. ``overrides`` change recipe entries (``batch_size``,
-    ``epochs``, ``lr``, ``max_grad_norm``, ``width``...) and enter the cache key.
+    Returns ``(model, splits, DPResult)``. The engine that "auto" picks enters the cache key
+    resolved.
     """
     from . import data
 
-    fast = config.is_fast() if fast is None else fast
-    unknown = set(overrides) - set(DP_RECIPE) - {"grad_sample_mode"}
-    if unknown:
-        raise DPConfigError(f"unknown recipe settings {sorted(unknown)}; choose from {sorted(DP_RECIPE)}")
-    recipe = {**DP_RECIPE, **overrides}
-    epochs = overrides.get("epochs", recipe["fast_epochs"] if fast else recipe["epochs"])
-    batch_size = overrides.get("batch_size", recipe["fast_batch_size"] if fast else recipe["batch_size"])
-    meta = data.info(flag)
-    splits = data.load_splits(flag, fast=fast, seed=seed)
-    check_budget(epsilon, recipe["delta"], len(splits["train"]))
+    given = {"epsilon": None if epsilon is None else float(epsilon), "seed": seed, "flag": flag}
+    recipe = recipe.variant(fast).replace(**{k: v for k, v in given.items() if v is not None},
+                                          **changes)
+    meta = data.info(recipe.flag)
+    splits = data.load_splits(recipe.flag, fast=recipe.fast, seed=recipe.seed)
+    check_budget(recipe.epsilon, recipe.delta, len(splits["train"]))
 
-    def build():  # seeded, so a cache miss in any chapter starts from the same weights
-        torch.manual_seed(seed)
-        return dp_cnn(meta.n_channels, meta.n_classes, recipe["width"], recipe["depth"])
+    def build():
+        return dp_cnn(meta.n_channels, meta.n_classes, recipe.width, recipe.depth)
 
-    mode = recipe.get("grad_sample_mode", "auto")
-    if mode == "auto":  # the engine that trains the model enters the cache key
+    if recipe.grad_sample_mode == "auto":  # the engine that trains the model enters the cache key
         with torch.random.fork_rng(devices=[]):
-            mode = grad_sample_mode_for(build())
-    spec = {"flag": flag, "md5": meta.md5, "fast": fast, "seed": seed, "epsilon": float(epsilon),
-            "delta": recipe["delta"], "epochs": epochs, "batch_size": batch_size, "lr": recipe["lr"],
-            "max_grad_norm": recipe["max_grad_norm"], "width": recipe["width"],
-            "depth": recipe["depth"], "optimizer": "adam", "grad_sample_mode": mode,
-            "accountant": "rdp"}
+            recipe = recipe.replace(grad_sample_mode=grad_sample_mode_for(build()))
 
     def train_fn(model):
-        config.seed_everything(seed)
-        result = train_dp(model, splits["train"], splits["val"], epsilon=float(epsilon),
-                          delta=recipe["delta"], epochs=epochs, batch_size=batch_size,
-                          lr=recipe["lr"], max_grad_norm=recipe["max_grad_norm"],
-                          grad_sample_mode=mode, seed=seed, crosscheck=False, progress=progress,
-                          desc=f"DP-SGD eps={epsilon:g} seed={seed}")
+        result = train_dp(model, splits["train"], splits["val"], epsilon=recipe.epsilon,
+                          delta=recipe.delta, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                          lr=recipe.lr, max_grad_norm=recipe.max_grad_norm,
+                          grad_sample_mode=recipe.grad_sample_mode, seed=recipe.seed,
+                          accountant=recipe.accountant, crosscheck=False, progress=progress,
+                          desc=f"DP-SGD eps={recipe.epsilon:g} seed={recipe.seed}")
         return result.to_dict()
 
-    model, results, _ = train.cached_model("dp_cnn", spec, build, train_fn, refresh=refresh)
+    model, results, _ = cached_model("dp_cnn", recipe, build, train_fn, refresh=refresh)
     model.eval()
     return model, splits, DPResult.from_dict(results)
 
 
-def sweep(epsilons=EPSILONS, seeds=(0,), fast: bool | None = None, flag: str = "pneumoniamnist",
+def sweep(epsilons=EPSILONS, seeds=(0,), fast: bool | None = None, flag: str | None = None,
           progress: bool = True, **overrides) -> list[dict]:
     """The privacy-utility curve: one cached :func:`dp_model` per (ε, seed), evaluated on the test
     split once. Rows: ``epsilon, seed, sigma, eps_rdp, eps_prv, eps_gdp, val_auc, test_auc,

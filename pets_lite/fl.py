@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from . import config, data, models, train
+from .recipes import cached_model
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 
@@ -759,21 +760,6 @@ def simulate(experiments: Iterable[FLConfig], cpus_per_client: float = 1.0,
 # Baselines and tables for the notebook
 # ---------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _no_progress():
-    """Silence inner progress bars (``config.progress`` in "final" mode prints even disabled
-    bars when they close)."""
-    saved = os.environ.get("PETS_PROGRESS")
-    os.environ["PETS_PROGRESS"] = "off"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("PETS_PROGRESS", None)
-        else:
-            os.environ["PETS_PROGRESS"] = saved
-
-
 def local_only(cfg: FLConfig, epochs: int | None = None, progress: bool = True) -> list[dict]:
     """Each hospital trains alone on its own images; scored on the central test split.
 
@@ -790,9 +776,8 @@ def local_only(cfg: FLConfig, epochs: int | None = None, progress: bool = True) 
         val = local["val"] if len(torch.unique(local["val"].tensors[1])) > 1 else None
         config.seed_everything(cfg.seed)
         model = build_model(cfg)
-        with _no_progress():
-            history = train.fit(model, local["train"], val, epochs=epochs, lr=cfg.lr,
-                                batch_size=cfg.batch_size, seed=cfg.seed + k, progress=False)
+        history = train.fit(model, local["train"], val, epochs=epochs, lr=cfg.lr,
+                            batch_size=cfg.batch_size, seed=cfg.seed + k, progress=False)
         m = train.evaluate(model, test)
         rows.append({"hospital": f"H{k + 1}", "n_train": len(local["train"]),
                      "test_auc": m["auc"], "test_acc": m["acc"],
@@ -807,21 +792,19 @@ def centralized(cfg: FLConfig, epochs: int | None = None, progress: bool = True,
     Same budget as the federation by default (rounds x local epochs over the pooled data), with
     model selection on the pooled validation split; cached in the model cache.
     """
-    epochs = epochs or cfg.rounds * cfg.local_epochs
+    recipe = train.BaselineRecipe(flag=cfg.flag, seed=cfg.seed, fast=cfg.fast, width=cfg.width,
+                                  depth=cfg.depth, epochs=epochs or cfg.rounds * cfg.local_epochs,
+                                  batch_size=cfg.batch_size, lr=cfg.lr)
     splits = data.load_splits(cfg.flag, fast=cfg.fast, seed=cfg.seed)
-    spec = {"flag": cfg.flag, "md5": data.info(cfg.flag).md5, "fast": cfg.fast, "seed": cfg.seed,
-            "epochs": epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "width": cfg.width,
-            "depth": cfg.depth}
 
     def fit_fn(model):
-        config.seed_everything(cfg.seed)
-        h = train.fit(model, splits["train"], splits["val"], epochs=epochs, lr=cfg.lr,
-                      batch_size=cfg.batch_size, seed=cfg.seed, progress=progress,
+        h = train.fit(model, splits["train"], splits["val"], epochs=recipe.epochs, lr=recipe.lr,
+                      batch_size=recipe.batch_size, seed=recipe.seed, progress=progress,
                       desc="centralized (pooled)")
         return {"seconds": h.total_seconds, "best_epoch": h.best_epoch}
 
-    model, info, _ = train.cached_model("fl_centralized", spec, lambda: build_model(cfg), fit_fn,
-                                        refresh=refresh)
+    model, info, _ = cached_model("fl_centralized", recipe, lambda: build_model(cfg), fit_fn,
+                                  refresh=refresh)
     model.eval()
     return model, {**info, **train.evaluate(model, _central_test(cfg.flag, cfg.fast, cfg.seed))}
 

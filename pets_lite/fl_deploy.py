@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config
+from . import config, net
 from .fl import FLConfig, FLResult
 
 #: The Flower App folder (pyproject with ``[tool.flwr.app]``) shipped with the package.
@@ -41,30 +40,8 @@ HOST = "127.0.0.1"
 CONNECTION = "pets-local"
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(net.NetError):
     """The deployment engine did not start, or the run did not finish; the message says where."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, host: str = HOST, timeout: float = 60.0, process=None) -> None:
-    """Block until something accepts connections on ``host:port``; fail if ``process`` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise DeploymentError(f"process {process.args[0]} exited with code "
-                                  f"{process.returncode} before listening on {host}:{port}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.2)
-    raise DeploymentError(f"nothing listened on {host}:{port} within {timeout:.0f} s")
 
 
 def _toml_value(value) -> str:
@@ -137,7 +114,7 @@ class LocalDeployment:
         env = os.environ.copy()
         env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
         env["FLWR_HOME"] = str(self.workdir / "flwr-home")
-        env["OMP_NUM_THREADS"] = env.get("PETS_FL_THREADS", "1")
+        env["OMP_NUM_THREADS"] = config.fl_threads()
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("PETS_DATA_DIR", str(config.data_dir()))
         return env
@@ -156,15 +133,15 @@ class LocalDeployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         home = self.workdir / "flwr-home"
         home.mkdir(exist_ok=True)
-        self.port = free_port()
+        self.port = net.free_port(HOST)
         self.ports.append(self.port)
         address = f"{HOST}:{self.port}"
         link = self._spawn("superlink", [
             self._tool("flower-superlink"), "--insecure", "--host", HOST, "--port", str(self.port),
             "--disable-runtime-dependency-installation"])
-        wait_for_port(self.port, timeout=self.startup_timeout, process=link)
+        net.wait_for_port(self.port, HOST, timeout=self.startup_timeout, process=link)
         for k in range(self.n_supernodes):
-            self.ports.append(free_port())
+            self.ports.append(net.free_port(HOST))
             self._spawn(f"supernode-{k}", [
                 self._tool("flower-supernode"), "--insecure", "--superlink", address,
                 "--host", HOST, "--port", str(self.ports[-1]), "--max-retries", "30",

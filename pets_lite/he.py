@@ -24,7 +24,6 @@ decrypting to noise.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from . import config, models, train
+from .recipes import Recipe, cached_model
 
 #: HomomorphicEncryption.org standard (Albrecht et al. 2018), Table 1, 128-bit classical security,
 #: uniform ternary secret: the largest total coefficient modulus (bits) for each ring dimension N.
@@ -220,40 +220,58 @@ class HEConvNet(nn.Module):
         return {"conv": conv, "fc1": fc1, "logits": self.fc2(fc1**2)}
 
 
-def he_model(flag: str = "pneumoniamnist", seed: int = 0, fast: bool | None = None,
-             channels: int = 8, hidden: int = 32, patch: int = 4, epochs: int | None = None,
-             lr: float = 3e-3, batch_size: int = 64, refresh: bool = False,
-             progress: bool = True):
+@dataclass(frozen=True)
+class HERecipe(Recipe):
+    """The x^2 model's plaintext training: :class:`HEConvNet` sizes, AdamW, best validation epoch.
+
+    The learning rate (3e-3 against 1e-3) and the 30 full-mode epochs were chosen on the validation
+    split (``benchmarks/recipe_search.py he``)."""
+
+    channels: int = 8
+    hidden: int = 32
+    patch: int = 4
+    epochs: int = 30
+    lr: float = 3e-3
+    batch_size: int = 64
+
+    FAST = {"epochs": 10}
+
+    def problems(self) -> list[str]:
+        return super().problems() + self.positive("channels", "hidden", "patch", "epochs", "lr",
+                                                  "batch_size")
+
+
+#: The recipe of chapter 05's x^2 model (full mode).
+HE_RECIPE = HERecipe()
+
+
+def he_model(flag: str | None = None, seed: int | None = None, fast: bool | None = None,
+             refresh: bool = False, progress: bool = True, recipe: HERecipe = HE_RECIPE,
+             **changes):
     """The x^2 model trained in plaintext, cached like the baseline. Returns ``(model, splits, hist)``.
 
-    Square activations can blow up early in training; small inputs in [0, 1], PyTorch's default
-    initialisation, AdamW and best-validation selection kept it stable here. The learning rate
-    (3e-3 against 1e-3) and the 30 full-mode epochs were chosen on the validation split
-    (``benchmarks/recipe_search.py he``).
+    ``flag``, ``seed`` and ``changes`` replace the recipe's fields; ``fast=None`` follows
+    ``PETS_FAST``. Square activations can blow up early in training; small inputs in [0, 1],
+    PyTorch's default initialisation, AdamW and best-validation selection kept it stable here.
     """
     from . import data
 
-    fast = config.is_fast() if fast is None else fast
-    epochs = epochs or (10 if fast else 30)
-    meta = data.info(flag)
-    splits = data.load_splits(flag, fast=fast, seed=seed)
-    spec = {"flag": flag, "md5": meta.md5, "fast": fast, "seed": seed, "epochs": epochs,
-            "channels": channels, "hidden": hidden, "patch": patch, "lr": lr,
-            "batch_size": batch_size}
+    given = {k: v for k, v in (("flag", flag), ("seed", seed)) if v is not None}
+    recipe = recipe.variant(fast).replace(**given, **changes)
+    meta = data.info(recipe.flag)
+    splits = data.load_splits(recipe.flag, fast=recipe.fast, seed=recipe.seed)
 
-    def build():  # seeded, so a cache miss in any chapter starts from the same weights
-        torch.manual_seed(seed)
-        return HEConvNet(channels=channels, hidden=hidden, patch=patch,
+    def build():
+        return HEConvNet(channels=recipe.channels, hidden=recipe.hidden, patch=recipe.patch,
                          n_classes=meta.n_classes)
 
     def train_fn(model):
-        config.seed_everything(seed)
-        history = train.fit(model, splits["train"], splits["val"], epochs=epochs, lr=lr,
-                            batch_size=batch_size, seed=seed, progress=progress,
-                            desc=f"x^2 model {flag}")
+        history = train.fit(model, splits["train"], splits["val"], epochs=recipe.epochs,
+                            lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed,
+                            progress=progress, desc=f"x^2 model {recipe.flag}")
         return {"history": vars(history)}
 
-    model, results, _ = train.cached_model("he_convnet", spec, build, train_fn, refresh=refresh)
+    model, results, _ = cached_model("he_convnet", recipe, build, train_fn, refresh=refresh)
     model.eval()
     return model, splits, train.History(**results["history"])
 

@@ -10,18 +10,16 @@ true class is the only one with a negative gradient.
 ``steps > 1`` is the FedAvg case: the client ran several SGD steps, so the attacker unrolls the
 same steps on the dummy data (differentiably) and matches the whole weight change.
 
-Quality is measured with scikit-image's PSNR and SSIM against the true images, after pairing
-every true image with its best reconstruction (the attack cannot know the batch order).
+Quality is measured with :mod:`pets_lite.metrics` (scikit-image's SSIM and PSNR) against the true
+images, after pairing every true image with its best reconstruction (the attack cannot know the
+batch order).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 from torch.func import functional_call
 
@@ -96,17 +94,6 @@ def client_update(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         raise InversionError(f"steps must be >= 1 and lr > 0, got steps={steps}, lr={lr}")
     params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
     return [u.detach() for u in _unrolled_update(model, params, images, labels, steps, lr, False)]
-
-
-def average_updates(updates: list[Update], weights: list[float] | None = None) -> Update:
-    """The (weighted) mean of several clients' updates: what FedAvg, and SecAgg+, release."""
-    if not updates:
-        raise InversionError("average_updates needs at least one update")
-    weights = [1.0] * len(updates) if weights is None else list(weights)
-    if len(weights) != len(updates) or min(weights) <= 0:
-        raise InversionError("weights must be positive, one per update")
-    total = float(sum(weights))
-    return [sum(w * u[i] for w, u in zip(weights, updates)) / total for i in range(len(updates[0]))]
 
 
 def recover_label(update: Update) -> int:
@@ -209,63 +196,3 @@ def _trial_update(model, params, x, labels, steps, lr) -> Update:
     """The update the attack's current dummy images produce (no graph kept)."""
     leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
     return [u.detach() for u in _unrolled_update(model, leaves, x, labels, steps, lr, False)]
-
-
-def _as_2d(images) -> np.ndarray:
-    a = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if a.ndim == 4:
-        a = a[:, 0]
-    if a.ndim == 2:
-        a = a[None]
-    if a.ndim != 3:
-        raise InversionError(f"images must be (N, 1, H, W), (N, H, W) or (H, W); got {a.shape}")
-    return a.astype(np.float64)
-
-
-def ssim(a, b) -> float:
-    """scikit-image SSIM of two images in [0, 1]."""
-    return float(structural_similarity(_as_2d(a)[0], _as_2d(b)[0], data_range=1.0))
-
-
-def psnr(a, b) -> float:
-    """scikit-image PSNR (dB) of two images in [0, 1]."""
-    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf
-        return float(peak_signal_noise_ratio(_as_2d(a)[0], _as_2d(b)[0], data_range=1.0))
-
-
-def pairwise_ssim(originals, reconstructions) -> np.ndarray:
-    """SSIM of every original (rows) against every reconstruction (columns)."""
-    o, r = _as_2d(originals), _as_2d(reconstructions)
-    return np.array([[structural_similarity(a, b, data_range=1.0) for b in r] for a in o])
-
-
-def score(originals, reconstructions) -> dict:
-    """Pair each original with a reconstruction (Hungarian on SSIM) and report PSNR / SSIM.
-
-    Returns ``{"ssim", "psnr"}`` (means), per-image lists and ``order`` (the reconstruction
-    matched to each original).
-    """
-    o, r = _as_2d(originals), _as_2d(reconstructions)
-    if o.shape[1:] != r.shape[1:]:
-        raise InversionError(f"image sizes differ: originals {o.shape[1:]}, reconstructions "
-                             f"{r.shape[1:]}")
-    sim = pairwise_ssim(o, r)
-    rows, cols = linear_sum_assignment(-sim)
-    ss = [float(sim[i, j]) for i, j in zip(rows, cols)]
-    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf
-        ps = [float(peak_signal_noise_ratio(o[i], r[j], data_range=1.0))
-              for i, j in zip(rows, cols)]
-    return {"ssim": float(np.mean(ss)), "psnr": float(np.mean(ps)), "ssim_each": ss,
-            "psnr_each": ps, "order": [int(c) for c in cols]}
-
-
-def best_match(reconstructions, candidates) -> dict:
-    """For each reconstruction, its most similar image among ``candidates`` (e.g. every client's).
-
-    The aggregate attack succeeds if some reconstruction looks like some client's image:
-    ``{"ssim"}`` is the mean over reconstructions of the best SSIM, ``"max"`` the single best.
-    """
-    sim = pairwise_ssim(candidates, reconstructions)
-    best = sim.max(axis=0)
-    return {"ssim": float(best.mean()), "max": float(best.max()), "ssim_each": best.tolist(),
-            "index": sim.argmax(axis=0).tolist()}

@@ -53,10 +53,8 @@ def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, 
            **(extra_env or {})}
     if out_path is not None:  # chapter 10 reads what the chapters before it recorded in this build
         env.setdefault("PETS_EXECUTED_DIR", str(Path(out_path).resolve().parent))
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     start = time.perf_counter()
-    try:
+    with config.environment(env):
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(path.parent)}})
         nb.cells.append(_probe_cell())  # runs last, read and removed below
@@ -65,12 +63,6 @@ def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, 
         finally:
             probe = nb.cells.pop()
         peak = _probe_value(probe)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     nb.metadata["pets_lite"] = {"seconds": round(time.perf_counter() - start, 1), "fast": fast,
                                 "peak_memory_mib": peak}
     if out_path is not None:

@@ -25,7 +25,6 @@ from torch.utils.data import TensorDataset
 
 from . import config, dp, train
 
-
 # ---------------------------------------------------------------------------------------------
 # Federated training with DP-SGD in every client
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +163,7 @@ def secure_federated_dp(hospitals: list[TensorDataset], build, test: TensorDatas
     from flwr.server import LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
     from . import secagg
 
     if len(hospitals) < 3:
@@ -250,19 +250,13 @@ def secure_federated_dp(hospitals: list[TensorDataset], build, test: TensorDatas
 # The book-wide table
 # ---------------------------------------------------------------------------------------------
 
-def executed_dir() -> Path | None:
-    """Where this build's executed notebooks are (set by :func:`pets_lite.nbrun.execute`)."""
-    value = os.environ.get("PETS_EXECUTED_DIR")
-    return Path(value) if value else None
-
-
 def chapter_results(folder: str | os.PathLike | None = None) -> dict[str, dict]:
     """``{notebook stem: recorded values}`` for every executed notebook of this build."""
     import nbformat
 
     from . import nbrun
 
-    folder = Path(folder) if folder is not None else executed_dir()
+    folder = Path(folder) if folder is not None else config.executed_dir()
     if folder is None or not folder.is_dir():
         return {}
     return {p.stem: nbrun.glued(nbformat.read(p, as_version=4))

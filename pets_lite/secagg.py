@@ -200,9 +200,9 @@ def simulate(images: torch.Tensor, labels: torch.Tensor, experiments: list[Exper
     clients an integer ``num_shares`` must be > 2, so keep fractions).
     """
     from flwr.client import ClientApp, NumPyClient
+    from flwr.client.mod import secaggplus_mod
     from flwr.common import Context, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
-    from flwr.client.mod import secaggplus_mod
     from flwr.server import LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow

@@ -19,16 +19,18 @@ import multiprocessing as mp
 import os
 import pickle
 import queue as queue_lib
-import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from . import net
+from .recipes import Recipe, cached_model
 
 #: The four repairs :func:`apply_shim` knows, by name.
 FIXES = ("onnx_registration", "onnx_dynamo", "onnx_dedup", "load_weights_only")
@@ -154,7 +156,9 @@ def crypten_module():
     return apply_shim(FIXES)
 
 
-if os.environ.get("PETS_SMPC_NO_SHIM", "") != "1":  # tests switch it off to show each breakage
+from . import config  # noqa: E402
+
+if config.crypten_shim_enabled():  # the tests switch it off to show each breakage
     crypten_module()
 
 
@@ -164,13 +168,6 @@ if os.environ.get("PETS_SMPC_NO_SHIM", "") != "1":  # tests switch it off to sho
 
 class PartyError(RuntimeError):
     """A party process failed (its traceback is in the message) or did not finish in time."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _party_main(fn, rank, world_size, port, provider, threads, args, kwargs, results) -> None:
@@ -242,7 +239,7 @@ def run_parties(fn: Callable[..., Any], world_size: int = 2, args: tuple = (),
     kwargs = kwargs or {}
     ctx = mp.get_context("fork")
     results = ctx.Queue()
-    port = free_port()
+    port = net.free_port()
     n = world_size + (1 if provider == "TTP" else 0)
     processes = [ctx.Process(target=_party_main, name=f"smpc-party-{rank}", daemon=True,
                              args=(fn, rank, world_size, port, provider, threads, args, kwargs,
@@ -306,46 +303,70 @@ def _stats() -> dict:
 # Scenario 1: private inference (model owner = party 0, hospital = party 1)
 # ------------------------------------------------------------------------------------------------
 
-#: The MPC-friendly member of the SmallCNN family: narrow; BatchNorm, which the owner folds into the
-#: convolutions before sharing (GroupNorm would need a division and a square root per sample under
-#: MPC); average pooling (linear; max pooling needs comparisons); ReLU.
-MPC_CNN = {"width": 4, "depth": 2, "norm": "batch", "pool": "avg", "activation": "relu"}
-MPC_CNN_TRAINING = {"epochs": 12, "fast_epochs": 6, "batch_size": 64, "lr": 3e-3}
-
 OWNER, HOSPITAL = 0, 1
 
 
-def inference_model(flag: str = "pneumoniamnist", seed: int = 0, fast: bool | None = None,
-                    progress: bool = True):
-    """The model owner's CNN (:data:`MPC_CNN`), trained in plaintext once and cached.
+@dataclass(frozen=True)
+class MPCRecipe(Recipe):
+    """The model owner's CNN for private inference and its plaintext training.
+
+    The MPC-friendly member of the SmallCNN family: narrow; BatchNorm, which the owner folds into
+    the convolutions before sharing (GroupNorm would need a division and a square root per sample
+    under MPC); average pooling (linear; max pooling needs comparisons); ReLU."""
+
+    width: int = 4
+    depth: int = 2
+    norm: str = "batch"
+    pool: str = "avg"
+    activation: str = "relu"
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 3e-3
+
+    FAST = {"epochs": 6}
+
+    def problems(self) -> list[str]:
+        return super().problems() + self.positive("width", "depth", "epochs", "batch_size", "lr")
+
+    def architecture(self) -> dict:
+        """The SmallCNN keyword arguments of this recipe."""
+        return {"width": self.width, "depth": self.depth, "norm": self.norm, "pool": self.pool,
+                "activation": self.activation}
+
+
+#: The recipe of chapter 06's private-inference model (full mode).
+MPC_RECIPE = MPCRecipe()
+
+
+def inference_model(flag: str | None = None, seed: int | None = None, fast: bool | None = None,
+                    progress: bool = True, recipe: MPCRecipe = MPC_RECIPE, **changes):
+    """The model owner's CNN (:data:`MPC_RECIPE`), trained in plaintext once and cached.
 
     Returns ``(model, splits, results)`` with ``results["history"]`` from :func:`pets_lite.train.fit`.
     """
-    from . import config, data, models, train
+    from . import data, models, train
 
-    fast = config.is_fast() if fast is None else fast
-    meta = data.info(flag)
-    splits = data.load_splits(flag, fast=fast, seed=seed)
-    epochs = MPC_CNN_TRAINING["fast_epochs" if fast else "epochs"]
-    spec = {"flag": flag, "md5": meta.md5, "fast": fast, "seed": seed, "epochs": epochs,
-            **MPC_CNN, **{k: MPC_CNN_TRAINING[k] for k in ("batch_size", "lr")}}
+    given = {k: v for k, v in (("flag", flag), ("seed", seed)) if v is not None}
+    recipe = recipe.variant(fast).replace(**given, **changes)
+    meta = data.info(recipe.flag)
+    splits = data.load_splits(recipe.flag, fast=recipe.fast, seed=recipe.seed)
 
     def build():
-        return models.SmallCNN(in_channels=meta.n_channels, n_classes=meta.n_classes, **MPC_CNN)
+        return models.SmallCNN(in_channels=meta.n_channels, n_classes=meta.n_classes,
+                               **recipe.architecture())
 
     def train_fn(model):
-        config.seed_everything(seed)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny net: one thread is several times faster on a busy machine
         try:
-            history = train.fit(model, splits["train"], splits["val"], epochs=epochs,
-                                lr=MPC_CNN_TRAINING["lr"], batch_size=MPC_CNN_TRAINING["batch_size"],
-                                seed=seed, progress=progress, desc="model owner trains (plaintext)")
+            history = train.fit(model, splits["train"], splits["val"], epochs=recipe.epochs,
+                                lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed,
+                                progress=progress, desc="model owner trains (plaintext)")
         finally:
             torch.set_num_threads(threads)
         return {"history": vars(history)}
 
-    model, results, _ = train.cached_model("smpc_cnn", spec, build, train_fn)
+    model, results, _ = cached_model("smpc_cnn", recipe, build, train_fn)
     model.eval()
     return model, splits, results
 
@@ -374,7 +395,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 def _inference_party(rank: int, model: nn.Module, images: torch.Tensor, batch_size: int):
     """One party of :func:`private_inference`: each touches only its own input."""
-    import copy
 
     crypten = crypten_module()
     local = fold_batchnorm(model)
@@ -703,7 +723,8 @@ def plaintext_training(hospital_a, hospital_b, epochs: int = 2, batch_size: int 
 @torch.no_grad()
 def binary_auc(model: nn.Module, dataset) -> float:
     """Test ROC AUC of a one-logit model on a TensorDataset."""
-    from . import train
+    from . import metrics
 
     x, y = dataset.tensors
-    return train.auc_score(y.numpy(), model.eval()(x.float()).squeeze(1).numpy())
+    with torch.no_grad():
+        return metrics.auc_score(y.numpy(), model.eval()(x.float()).squeeze(1).numpy())

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from . import config
+from . import config, metrics
 from .models import SmallCNN
-from .train import BestOnValidation, History, auc_score, loader
+from .train import BestOnValidation, History, loader
 
 VARIANTS = ("vanilla", "ushaped")
 #: Message kinds that belong to training (the rest are inference traffic).
@@ -380,7 +380,7 @@ def predict_proba_split(hospital: Hospital, server: Server, channel: Channel, da
 def evaluate_split(run: SplitRun, dataset: Dataset) -> dict[str, float]:
     """``{"auc", "acc"}`` of a split model, evaluated across the boundary (noise included)."""
     probs, labels = predict_proba_split(run.hospital, run.server, run.channel, dataset, run.variant)
-    return {"auc": auc_score(labels, probs), "acc": float(np.mean(probs.argmax(1) == labels))}
+    return {"auc": metrics.auc_score(labels, probs), "acc": metrics.accuracy(labels, probs)}
 
 
 def train_split(template: SmallCNN, train: Dataset, val: Dataset | None = None, cut: int = 1,
@@ -576,17 +576,6 @@ class RidgeInversion:
         return torch.from_numpy(out).float().reshape(len(acts), *self.shape)
 
 
-def ssim_scores(originals: torch.Tensor, recons: torch.Tensor) -> np.ndarray:
-    """Per-image SSIM (scikit-image, data range 1) of single-channel images in [0, 1]."""
-    from skimage.metrics import structural_similarity
-
-    if originals.shape != recons.shape:
-        raise ValueError(f"shapes differ: {tuple(originals.shape)} vs {tuple(recons.shape)}")
-    a = originals.detach().cpu().numpy()[:, 0].astype(np.float64)
-    b = recons.detach().cpu().numpy()[:, 0].astype(np.float64)
-    return np.array([structural_similarity(p, q, data_range=1.0) for p, q in zip(a, b)])
-
-
 def inversion_attack(hospital: Hospital, public: torch.Tensor, targets: torch.Tensor,
                      seed: int = 0) -> dict:
     """The server's attack: learn to invert the hospital's activations on ``public`` images, then
@@ -594,9 +583,9 @@ def inversion_attack(hospital: Hospital, public: torch.Tensor, targets: torch.Te
     ``ssim_mean_image`` is the SSIM of guessing the mean public image (learning nothing)."""
     decoder = RidgeInversion(seed=seed).fit(query_activations(hospital, public), public)
     recons = decoder(query_activations(hospital, targets))
-    scores = ssim_scores(targets, recons)
+    scores = metrics.ssim_each(targets, recons)
     mean_image = public.mean(0, keepdim=True).expand_as(targets)
     return {"ssim": float(scores.mean()), "ssim_per_image": scores,
             "mse": float(nn.functional.mse_loss(recons, targets)),
-            "ssim_mean_image": float(ssim_scores(targets, mean_image).mean()),
+            "ssim_mean_image": float(metrics.ssim_each(targets, mean_image).mean()),
             "recons": recons, "decoder": decoder}

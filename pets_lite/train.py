@@ -1,4 +1,11 @@
-"""Training and evaluation: seeded loops with progress bars, AUC/ACC, best-on-validation selection."""
+"""Training and evaluation: one epoch loop, ``fit`` with best-on-validation selection, a weighted
+average, evaluation (AUC/ACC from :mod:`pets_lite.metrics`) and chapter 00's baseline recipe.
+
+:func:`train_epoch` is the one pass over a loader that every plain-PyTorch trainer of the book
+runs (centralized training, a hospital's local epochs in :mod:`pets_lite.fl`);
+:func:`weighted_average` is the one weighted mean of parameter lists (FedAvg's aggregate, and
+what an attacker reconstructs from it).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import config
+from . import config, metrics
+from .recipes import Recipe, cached_model
 
 
 @dataclass
@@ -32,24 +39,6 @@ class History:
     @property
     def total_seconds(self) -> float:
         return float(sum(self.epoch_seconds))
-
-
-def auc_score(labels: np.ndarray, probs: np.ndarray) -> float:
-    """ROC AUC: of the positive class for two classes, one-vs-rest macro average otherwise.
-
-    >>> auc_score(np.array([0, 0, 1, 1]), np.array([[.9, .1], [.6, .4], [.3, .7], [.2, .8]]))
-    1.0
-    """
-    labels = np.asarray(labels)
-    probs = np.asarray(probs)
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    if probs.ndim == 1:
-        return float(roc_auc_score(labels, probs))
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(labels, probs[:, 1]))
-    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro",
-                               labels=np.arange(probs.shape[1])))
 
 
 def loader(dataset: Dataset, batch_size: int = 256, shuffle: bool = False,
@@ -76,13 +65,38 @@ def predict_proba(model: nn.Module, data: Dataset | DataLoader, batch_size: int 
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 512) -> dict[str, float]:
+def evaluate(model: nn.Module, data: Dataset | DataLoader,
+             batch_size: int = 512) -> dict[str, float]:
     """``{"auc", "acc", "loss"}`` of ``model`` on ``data``."""
     probs, labels = predict_proba(model, data, batch_size)
     eps = 1e-12
     loss = float(-np.mean(np.log(probs[np.arange(len(labels)), labels] + eps)))
-    return {"auc": auc_score(labels, probs), "acc": float(np.mean(probs.argmax(1) == labels)),
+    return {"auc": metrics.auc_score(labels, probs), "acc": metrics.accuracy(labels, probs),
             "loss": loss}
+
+
+def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
+                criterion: nn.Module | None = None, device: torch.device | None = None,
+                penalty=None) -> tuple[float, int]:
+    """One pass over ``batches``: zero the gradients, loss (plus ``penalty()`` when given, e.g.
+    FedProx's proximal term), backward, step. Returns ``(mean loss over examples, examples)``;
+    the penalty is not part of the reported loss."""
+    criterion = criterion or nn.CrossEntropyLoss()
+    device = device or next(model.parameters()).device
+    model.train()
+    total, count = 0.0, 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(x), y)
+        if len(y):
+            total += float(loss.item()) * len(y)
+            count += len(y)
+        if penalty is not None:
+            loss = loss + penalty()
+        loss.backward()
+        optimizer.step()
+    return total / max(count, 1), count
 
 
 def fit(model: nn.Module, train: Dataset, val: Dataset | None = None, epochs: int = 10,
@@ -92,45 +106,56 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None = None, epochs: in
     """Train with AdamW and cross-entropy; keep the weights of the best validation-AUC epoch.
 
     The model is trained in place and ends with the selected weights. Deterministic for a seed on
-    the CPU (seeded shuffling, single-process loading).
+    the CPU (seeded shuffling, single-process loading, torch's generator seeded for the run and
+    restored afterwards).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     device = device or config.device()
     model.to(device)
-    torch.manual_seed(seed)
     train_loader = loader(train, batch_size, shuffle=True, seed=seed)
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    criterion = nn.CrossEntropyLoss()
     history = History()
-    best = BestOnValidation(history, [model], (lambda: evaluate(model, val)) if val is not None else None)
+    score = (lambda: evaluate(model, val)) if val is not None else None
+    best = BestOnValidation(history, [model], score)
     bar = config.progress(range(epochs), desc=desc, disable=not progress)
-    for epoch in bar:
-        start = time.perf_counter()
-        model.train()
-        total, count = 0.0, 0
-        for x, y in train_loader:
-            x, y = x.to(device), y.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(x), y)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(y)
-            count += len(y)
-        history.train_loss.append(total / max(count, 1))
-        history.epoch_seconds.append(time.perf_counter() - start)
-        metrics = best.update(epoch)
-        bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
-                        **({"val_auc": f"{metrics['auc']:.3f}"} if metrics else {}))
+    with config.seeded(seed):
+        for epoch in bar:
+            start = time.perf_counter()
+            loss, _ = train_epoch(model, train_loader, optimizer, device=device)
+            history.train_loss.append(loss)
+            history.epoch_seconds.append(time.perf_counter() - start)
+            scores = best.update(epoch)
+            bar.set_postfix(loss=f"{loss:.3f}",
+                            **({"val_auc": f"{scores['auc']:.3f}"} if scores else {}))
     best.restore()
     return history
 
 
+def weighted_average(arrays: list, weights=None) -> list:
+    """The weighted mean of several parameter lists (NumPy arrays or tensors), entry by entry:
+    FedAvg's aggregate. Equal weights when ``weights`` is None.
+
+    >>> [a.tolist() for a in weighted_average([[np.ones(2)], [3 * np.ones(2)]], [1, 3])]
+    [[2.5, 2.5]]
+    """
+    if not arrays:
+        raise ValueError("weighted_average needs at least one list of arrays")
+    weights = [1.0] * len(arrays) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(arrays) or min(weights) <= 0:
+        raise ValueError(f"weights must be positive, one per list: {len(weights)} weights for "
+                         f"{len(arrays)} lists")
+    if len({len(a) for a in arrays}) != 1:
+        raise ValueError("every list must hold the same number of arrays")
+    total = sum(weights)
+    return [sum(w * a[i] for w, a in zip(weights, arrays)) / total for i in range(len(arrays[0]))]
+
+
 class BestOnValidation:
-    """Selection on held-out data, epoch by epoch: ``update(epoch)`` runs ``score()`` (a metrics dict
-    with ``"auc"`` and ``"acc"``), appends them to ``history`` and keeps a copy of ``modules``' weights
-    when the AUC is the best so far; ``restore()`` loads the kept weights. Without ``score`` (no
-    validation data) the last epoch is the selected one."""
+    """Selection on held-out data, epoch by epoch: ``update(epoch)`` runs ``score()`` (a metrics
+    dict with ``"auc"`` and ``"acc"``), appends them to ``history`` and keeps a copy of ``modules``'
+    weights when the AUC is the best so far; ``restore()`` loads the kept weights. Without
+    ``score`` (no validation data) the last epoch is the selected one."""
 
     def __init__(self, history: History, modules: list[nn.Module], score=None):
         self.history, self.modules, self.score = history, modules, score
@@ -155,83 +180,53 @@ class BestOnValidation:
             module.load_state_dict(state)
 
 
-#: Bump when a change to training or models alters what a cached model would be.
-CACHE_VERSION = 2
+@dataclass(frozen=True)
+class BaselineRecipe(Recipe):
+    """Chapter 00's non-private baseline: SmallCNN (GroupNorm), AdamW, best validation epoch."""
 
+    width: int = 32
+    depth: int = 3
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
 
-def cache_key(spec: dict) -> str:
-    """A short stable hash of a JSON-able configuration (with :data:`CACHE_VERSION`)."""
-    import hashlib
-    import json
+    FAST = {"epochs": 5}
 
-    blob = json.dumps({"spec": spec, "version": CACHE_VERSION}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def cached_model(name: str, spec: dict, build, train_fn, refresh: bool = False):
-    """Train a model once per configuration and reuse it across notebooks.
-
-    ``build()`` makes the untrained model; ``train_fn(model)`` trains it in place and returns a
-    JSON-able dict of results (metrics, history). Both are stored under
-    ``config.cache_dir()/models/<name>-<hash of spec>``; any change to ``spec`` (which must name every
-    setting that affects the weights: data, seed, epochs, model kwargs...) gives a new key, so a stale
-    model is never reused. Returns ``(model, results, from_cache)``.
-    """
-    import json
-
-    key = cache_key(spec)
-    folder = config.cache_dir() / "models"
-    weights = folder / f"{name}-{key}.pt"
-    meta = folder / f"{name}-{key}.json"
-    model = build()
-    if weights.exists() and meta.exists() and not refresh:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        stored = json.loads(meta.read_text())
-        if stored.get("spec") == json.loads(json.dumps(spec, default=str)):
-            return model, stored["results"], True
-    results = train_fn(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, write in ((weights, lambda p: torch.save(model.state_dict(), p)),
-                        (meta, lambda p: p.write_text(json.dumps(
-                            {"spec": spec, "results": results}, default=str, indent=1)))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        write(tmp)
-        tmp.replace(path)
-    return model, results, False
+    def problems(self) -> list[str]:
+        return super().problems() + self.positive("width", "depth", "epochs", "batch_size", "lr")
 
 
 #: The baseline recipe of chapter 00, shared by every chapter that compares against it.
-BASELINE = {"width": 32, "depth": 3, "epochs": 12, "fast_epochs": 5, "batch_size": 128, "lr": 2e-3}
+BASELINE = BaselineRecipe()
 
 
-def baseline_model(flag: str = "pneumoniamnist", seed: int = 0, fast: bool | None = None,
-                   refresh: bool = False, progress: bool = True):
-    """Chapter 00's non-private baseline: trained once per (flag, seed, mode), cached, reused.
+def baseline_model(flag: str | None = None, seed: int | None = None, fast: bool | None = None,
+                   refresh: bool = False, progress: bool = True,
+                   recipe: BaselineRecipe = BASELINE):
+    """Chapter 00's non-private baseline: trained once per recipe (``flag`` and ``seed`` replace
+    the recipe's; ``fast=None`` follows ``PETS_FAST``), cached, reused.
 
     Returns ``(model, splits, history)``; ``splits`` are the ``{"train", "val", "test"}`` datasets
-    it was trained and selected on (fast-mode subsets when ``fast``).
+    it was trained and selected on (fast-mode subsets in fast mode).
     """
     from . import data, models
 
-    fast = config.is_fast() if fast is None else fast
-    meta = data.info(flag)
-    epochs = BASELINE["fast_epochs"] if fast else BASELINE["epochs"]
-    splits = data.load_splits(flag, fast=fast, seed=seed)
-    spec = {"flag": flag, "md5": meta.md5, "fast": fast, "seed": seed, "epochs": epochs,
-            **{k: BASELINE[k] for k in ("width", "depth", "batch_size", "lr")}}
+    recipe = recipe.variant(fast)
+    recipe = recipe.replace(**{k: v for k, v in (("flag", flag), ("seed", seed)) if v is not None})
+    meta = data.info(recipe.flag)
+    splits = data.load_splits(recipe.flag, fast=recipe.fast, seed=recipe.seed)
 
-    def build():  # seeded here, so a cache miss in any chapter builds the same initial model
-        torch.manual_seed(seed)
+    def build():
         return models.build_model("cnn", in_channels=meta.n_channels, n_classes=meta.n_classes,
-                                  width=BASELINE["width"], depth=BASELINE["depth"])
+                                  width=recipe.width, depth=recipe.depth)
 
     def train_fn(model):
-        config.seed_everything(seed)
-        history = fit(model, splits["train"], splits["val"], epochs=epochs, lr=BASELINE["lr"],
-                      batch_size=BASELINE["batch_size"], seed=seed, progress=progress,
-                      desc=f"baseline {flag}")
+        history = fit(model, splits["train"], splits["val"], epochs=recipe.epochs, lr=recipe.lr,
+                      batch_size=recipe.batch_size, weight_decay=recipe.weight_decay,
+                      seed=recipe.seed, progress=progress, desc=f"baseline {recipe.flag}")
         return {"history": vars(history)}
 
-    model, results, _ = cached_model("baseline_cnn", spec, build, train_fn, refresh=refresh)
+    model, results, _ = cached_model("baseline_cnn", recipe, build, train_fn, refresh=refresh)
     model.eval()
     return model, splits, History(**results["history"])

@@ -58,7 +58,8 @@ def loss_histograms(member_loss: np.ndarray, nonmember_loss: np.ndarray, title: 
 
 def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], log: bool = False,
              title: str = "ROC"):
-    """ROC curves ``{name: (fpr, tpr)}``; ``log=True`` for the low-FPR view membership attacks need."""
+    """ROC curves ``{name: (fpr, tpr)}``; ``log=True`` for the low-FPR view membership attacks
+    need."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for name, (fpr, tpr) in curves.items():
         ax.plot(fpr, tpr, label=name)
@@ -72,5 +73,24 @@ def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], log: bool = False
         ax.set_ylim(1e-4, 1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def partition_plot(summaries: dict, title: str = "class counts per hospital"):
+    """Stacked bars of class counts per hospital, one panel per partition: ``{name: table of
+    pets_lite.data.partition_summary}``."""
+    fig, axes = plt.subplots(1, len(summaries), figsize=(3.4 * len(summaries), 3.0), squeeze=False,
+                             sharey=True)
+    for ax, (name, table) in zip(axes[0], summaries.items()):
+        classes = [c for c in table.columns if c not in ("total", "share of data")]
+        bottom = np.zeros(len(table))
+        for c in classes:
+            ax.bar(table.index, table[c].to_numpy(), bottom=bottom, label=str(c))
+            bottom += table[c].to_numpy()
+        ax.set(title=name, xlabel="hospital")
+    axes[0][0].set_ylabel("training images")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig

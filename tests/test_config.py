@@ -1,4 +1,3 @@
-import os
 
 import pytest
 import torch
@@ -74,3 +73,60 @@ def test_progress_final_mode_prints_nothing_when_disabled(monkeypatch, capsys):
     monkeypatch.setenv("PETS_PROGRESS", "final")
     assert list(config.progress(range(3), disable=True)) == [0, 1, 2]
     assert capsys.readouterr().out == ""
+
+
+def test_derive_seed_streams_do_not_collide():
+    from pets_lite.config import derive_seed
+
+    seen = {}
+    for seed in range(4):
+        for round_ in range(3):
+            for k in (0, 1, 999, 1000, 1001):
+                s = derive_seed(seed, "round", round_, "hospital", k)
+                assert s not in seen, (seed, round_, k, seen.get(s))
+                seen[s] = (seed, round_, k)
+                assert 0 <= s < 2**63
+    # the old formula's collision: seed + 1000 * round + k
+    assert derive_seed(1, "hospital", 0) != derive_seed(0, "hospital", 1000)
+    # keys of different lengths and kinds are different streams
+    assert derive_seed(0, 1) != derive_seed(0, 1, 0) and derive_seed(0, "1") != derive_seed(0, 1)
+    assert derive_seed(5, "a", 2) == derive_seed(5, "a", 2)
+    import pytest
+
+    with pytest.raises(ValueError):
+        derive_seed(-1)
+    with pytest.raises(ValueError):
+        derive_seed(0, 1.5)
+
+
+def test_seeded_restores_the_callers_generator():
+    import torch
+
+    from pets_lite.config import seeded
+
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    with seeded(42):
+        inside = torch.rand(3)
+    assert torch.equal(torch.rand(3), expected)
+    with seeded(42):
+        assert torch.equal(torch.rand(3), inside)
+
+
+def test_only_config_reads_the_environment():
+    """Every environment variable is read in config.py (other modules call its functions)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readers = re.compile(r"os\.environ\.get|os\.getenv|os\.environ\[[^]]+\](?!\s*=)")
+    offenders = []
+    paths = sorted((root / "pets_lite").rglob("*.py")) + sorted((root / "benchmarks").glob("*.py"))
+    for path in paths:
+        if path.name == "config.py" and path.parent.name == "pets_lite":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if readers.search(line):
+                offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+    assert not offenders, "read the environment through pets_lite.config:\n" + "\n".join(offenders)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import warnings
@@ -13,17 +14,16 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from pets_lite import dp, models
+from pets_lite.recipes import RecipeError
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
-def toy_data(n: int = 96, seed: int = 0) -> TensorDataset:
-    """Separable toy 'X-rays': class 1 is brighter in the centre."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.5
-    x[:, :, 10:18, 10:18] += y.view(-1, 1, 1, 1) * 0.5
-    return TensorDataset(x, y)
+
+@pytest.fixture
+def toy_data(toy_xrays):
+    """This module's toy X-rays (the shared factory in conftest.py)."""
+    return functools.partial(toy_xrays, kind="centre")
 
 
 # ---------------------------------------------------------------- input checks
@@ -54,14 +54,14 @@ def test_clip_norm_must_be_positive(clip):
         dp.check_clip(clip)
 
 
-def test_batchnorm_model_is_refused_with_what_to_do():
+def test_batchnorm_model_is_refused_with_what_to_do(toy_data):
     model = models.build_model("cnn", norm="batch", width=8, depth=2)
     assert dp.batchnorm_layers(model)
     with pytest.raises(dp.DPConfigError, match=r"BatchNorm.*norm='group'.*make_dp_ready"):
         dp.train_dp(model, toy_data(32), epsilon=8.0, epochs=1, batch_size=16)
 
 
-def test_train_dp_rejects_bad_settings_before_training():
+def test_train_dp_rejects_bad_settings_before_training(toy_data):
     model = models.build_model("cnn", width=8, depth=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = toy_data(32)
@@ -76,7 +76,7 @@ def test_train_dp_rejects_bad_settings_before_training():
 
 # ---------------------------------------------------------------- models
 
-def test_make_dp_ready_fixes_a_monai_resnet_and_it_trains():
+def test_make_dp_ready_fixes_a_monai_resnet_and_it_trains(toy_data):
     net = models.build_model("monai_resnet", widths=(4, 4, 8, 8))
     assert dp.batchnorm_layers(net) and any(getattr(m, "inplace", False) for m in net.modules())
     with pytest.raises(dp.DPConfigError):
@@ -128,7 +128,7 @@ def test_anchor_matches_opacus_readme_history():
 @pytest.mark.parametrize("eps", [1.0, 8.0])
 def test_recipe_accounting_cross_checks_against_dp_accounting(eps):
     """The full-mode recipe: 4,708 images, batch 256, 3 epochs."""
-    q, steps = 1 / math.ceil(4708 / 256), dp.DP_RECIPE["epochs"] * math.ceil(4708 / 256)
+    q, steps = 1 / math.ceil(4708 / 256), dp.DP_RECIPE.epochs * math.ceil(4708 / 256)
     sigma = dp.noise_multiplier_for(eps, 1e-5, q, steps)
     report = dp.epsilon_report(sigma, q, steps, 1e-5)
     assert eps - 0.02 < report["rdp"] <= eps
@@ -153,7 +153,7 @@ def test_smaller_budget_needs_more_noise():
 
 # ---------------------------------------------------------------- DP-SGD
 
-def test_per_sample_gradients_match_autograd_and_clipping_bounds_them():
+def test_per_sample_gradients_match_autograd_and_clipping_bounds_them(toy_data):
     torch.manual_seed(0)
     model = models.build_model("cnn", width=4, depth=2)
     data = toy_data(8)
@@ -169,7 +169,7 @@ def test_per_sample_gradients_match_autograd_and_clipping_bounds_them():
     assert a["noise_norm"] == pytest.approx(0.01 * math.sqrt(g.shape[1]), rel=0.1)
 
 
-def test_train_dp_meets_its_budget_learns_and_is_deterministic():
+def test_train_dp_meets_its_budget_learns_and_is_deterministic(toy_data):
     data, val = toy_data(128, seed=0), toy_data(64, seed=1)
     weights, results = [], []
     for _ in range(2):
@@ -196,7 +196,7 @@ def test_dp_model_is_cached_and_keyed_by_epsilon(tmp_path, monkeypatch, data_ava
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert r1.noise_multiplier == r2.noise_multiplier and len(splits["train"]) == 1200
     assert len(list((tmp_path / "models").glob("dp_cnn-*.pt"))) == 1
-    with pytest.raises(dp.DPConfigError, match="unknown recipe settings"):
+    with pytest.raises(RecipeError, match="no settings .'learning_rate'."):
         dp.dp_model(8.0, fast=True, learning_rate=1.0)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pets_lite import fl, fl_deploy
+from pets_lite import fl, fl_deploy, net
 
 TINY = dict(width=4, depth=1, batch_size=64, fast=True)
 
@@ -183,7 +183,7 @@ def test_deployment_refuses_bad_input():
     with pytest.raises(fl_deploy.DeploymentError, match="start"):
         dep.run(run_config={"rounds": 1})
     dep.stop()
-    port = fl_deploy.free_port()
+    port = net.free_port()
     assert 1024 < port < 65536
 
 

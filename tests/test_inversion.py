@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pets_lite import inversion as inv
+from pets_lite import metrics, train
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,13 +40,13 @@ def test_attack_succeeds_on_one_update_and_fails_on_the_aggregate(model, images)
     u = inv.client_update(model, x[:1], y[:1])
     rec = inv.invert(model, u, 1, iterations=150, seed=0)
     assert rec.label_recovered and int(rec.labels[0]) == int(y[0])
-    single = inv.score(x[:1], rec.images)
+    single = metrics.matched_scores(x[:1], rec.images)
     assert single["ssim"] >= 0.8 and single["psnr"] > 12
     # What SecAgg+ lets the server see: the mean of 5 hospitals' updates.
-    agg = inv.average_updates([inv.client_update(model, x[i:i + 1], y[i:i + 1])
+    agg = train.weighted_average([inv.client_update(model, x[i:i + 1], y[i:i + 1])
                                for i in range(1, 6)])
     rec5 = inv.invert(model, agg, 1, iterations=150, seed=0)
-    hit = inv.best_match(rec5.images, x[1:6])
+    hit = metrics.best_match(rec5.images, x[1:6])
     assert hit["ssim"] < single["ssim"] - 0.2
 
 
@@ -60,11 +61,11 @@ def test_several_local_steps_are_unrolled(model, images):
 
 def test_metrics_known_answers():
     a = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    assert inv.ssim(a, a) == pytest.approx(1.0)
-    assert inv.psnr(a, (a + 0.1).clamp(0, 1)) < 40
-    s = inv.score(torch.cat([a, 1 - a]), torch.cat([1 - a, a]))
+    assert metrics.ssim(a, a) == pytest.approx(1.0)
+    assert metrics.psnr(a, (a + 0.1).clamp(0, 1)) < 40
+    s = metrics.matched_scores(torch.cat([a, 1 - a]), torch.cat([1 - a, a]))
     assert s["order"] == [1, 0] and s["ssim"] == pytest.approx(1.0)
-    assert inv.average_updates([[torch.ones(2)], [torch.zeros(2)]])[0].tolist() == [0.5, 0.5]
+    assert train.weighted_average([[torch.ones(2)], [torch.zeros(2)]])[0].tolist() == [0.5, 0.5]
 
 
 def test_bad_inputs(model):
@@ -86,10 +87,10 @@ def test_bad_inputs(model):
         inv.invert(model, u, batch_size=1, labels=[0, 1])
     with pytest.raises(inv.InversionError, match="unknown kind"):
         inv.InversionNet(kind="resnet")
-    with pytest.raises(inv.InversionError, match="at least one"):
-        inv.average_updates([])
-    with pytest.raises(inv.InversionError, match="sizes differ"):
-        inv.score(torch.zeros(1, 28, 28), torch.zeros(1, 14, 14))
+    with pytest.raises(ValueError, match="at least one"):
+        train.weighted_average([])
+    with pytest.raises(metrics.MetricError, match="sizes differ"):
+        metrics.matched_scores(torch.zeros(1, 28, 28), torch.zeros(1, 14, 14))
 
 
 def test_cnn_variant_runs(images):

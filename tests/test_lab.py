@@ -5,23 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
+from pets_lite import net
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_make_lab_serves_the_notebooks(tmp_path):
-    port = free_port()
+    port = net.free_port()
     args = (f"--no-browser --port={port} --IdentityProvider.token= "
             f"--ServerApp.password= --ServerApp.root_dir={ROOT / 'notebooks'}")
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from pets_lite import data
+from pets_lite import data, viz
 
 Y = np.array([0] * 300 + [1] * 700)
 
@@ -84,7 +84,7 @@ def test_summary_table_and_plot():
     assert int(table["total"].sum()) == 1000
     assert abs(table["share of data"].sum() - 1) < 1e-9
     assert (table[["normal", "pneumonia"]].sum(axis=1) == table["total"]).all()
-    fig = data.partition_plot({"alpha 0.5": table})
+    fig = viz.partition_plot({"alpha 0.5": table})
     assert len(fig.axes) == 1
 
 

@@ -2,12 +2,11 @@
 
 import functools
 
-import numpy as np
 import pytest
 import torch
 
 from pets_lite import inversion as inv
-from pets_lite import secagg
+from pets_lite import secagg, train
 
 
 def test_clip_and_noise():
@@ -57,12 +56,12 @@ def test_server_sees_only_the_sum_and_a_dropout_round_completes(data_available):
     plain, sec, drop = res["plain"], res["secagg"], res["dropout"]
     assert plain.distinct_seen() == 3     # FedAvg: every hospital's update, one by one
     assert sec.distinct_seen() == 1       # SecAgg+: a single aggregate
-    truth = inv.average_updates(updates)
+    truth = train.weighted_average(updates)
     for got in (plain.aggregate_update(), sec.aggregate_update()):
         assert max(float((a - b).abs().max()) for a, b in zip(got, truth)) < 1e-2
     # Hospital 1 fails after the key exchange; the round still completes without it.
     assert len(drop.aggregates) == 1 and drop.distinct_seen() == 1 and drop.failures[0] >= 1
-    survivors = inv.average_updates([updates[0], updates[2]])
+    survivors = train.weighted_average([updates[0], updates[2]])
     err = max(float((a - b).abs().max()) for a, b in zip(drop.aggregate_update(), survivors))
     assert err < 1e-2
     assert sec.bytes_total > plain.bytes_total > 0

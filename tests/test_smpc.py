@@ -27,7 +27,7 @@ _BREAKAGES = r"""
 import io, json, os, sys, traceback
 import torch
 from torch import nn
-from pets_lite import smpc
+from pets_lite import net, smpc
 
 report = {}
 def attempt(key, step):
@@ -61,7 +61,7 @@ attempt("3 without", lambda: export(c, True))
 fixes.append("onnx_dedup")
 attempt("3 with", lambda: export(smpc.apply_shim(fixes), True))
 os.environ.update(WORLD_SIZE="1", RANK="0", DISTRIBUTED_BACKEND="gloo",
-                  RENDEZVOUS=f"tcp://127.0.0.1:{smpc.free_port()}")
+                  RENDEZVOUS=f"tcp://127.0.0.1:{net.free_port()}")
 c.init()
 attempt("4 without", lambda: save_load(c))
 fixes.append("load_weights_only")
@@ -74,7 +74,7 @@ print("REPORT" + json.dumps(report))
 @pytest.fixture(scope="module")
 def breakages() -> dict[str, str]:
     """Each breakage without and with its fix, from one unshimmed interpreter."""
-    env = {**os.environ, "PETS_SMPC_NO_SHIM": "1", "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "PETS_CRYPTEN_SHIM": "0", "OMP_NUM_THREADS": "1",
            "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-c", _BREAKAGES], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)

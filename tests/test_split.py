@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
-from pets_lite import split, train
+from pets_lite import metrics, split, train
 from pets_lite.models import SmallCNN
 
 
-def toy_data(n=96, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 2
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.5
-    x[y == 1, :, 8:20, 8:20] += 0.5  # a bright square marks class 1
-    return TensorDataset(x.clamp(0, 1), y)
+@pytest.fixture
+def toy_data(toy_xrays):
+    """This module's toy X-rays (the shared factory in conftest.py)."""
+    return functools.partial(toy_xrays, kind="square", balanced=True)
 
 
 def test_wire_round_trip_and_counting():
@@ -35,7 +33,7 @@ def test_wire_round_trip_and_counting():
 
 
 @pytest.mark.parametrize("variant,cut", [("vanilla", 1), ("vanilla", 2), ("ushaped", 1)])
-def test_split_learning_equals_centralized_training(variant, cut):
+def test_split_learning_equals_centralized_training(toy_data, variant, cut):
     torch.manual_seed(0)
     template = SmallCNN(width=4, depth=2)
     data = toy_data()
@@ -55,7 +53,7 @@ def test_split_learning_equals_centralized_training(variant, cut):
     assert kinds["hospital->activations"] > len(data) * c * h * w * 4
 
 
-def test_noise_and_nopeek_change_training():
+def test_noise_and_nopeek_change_training(toy_data):
     torch.manual_seed(0)
     template = SmallCNN(width=4, depth=2)
     data = toy_data()
@@ -70,7 +68,7 @@ def test_noise_and_nopeek_change_training():
     assert 0.0 <= metrics["auc"] <= 1.0
 
 
-def test_bad_inputs_are_named():
+def test_bad_inputs_are_named(toy_data):
     m = SmallCNN(width=4, depth=2)
     with pytest.raises(ValueError, match="cut must be an int from 1 to the model's depth"):
         split.split_layers(m, 0)
@@ -101,7 +99,7 @@ def test_distance_correlation_gradient_is_finite():
     assert 0.9 < d.item() <= 1.0 + 1e-6 and torch.isfinite(z.grad).all()
 
 
-def test_partition_and_fedavg():
+def test_partition_and_fedavg(toy_data):
     data = toy_data(90)
     shards = split.partition_iid(data, 3, seed=0)
     assert sorted(len(s) for s in shards) == [30, 30, 30]
@@ -122,7 +120,7 @@ def train_params(model):
     return sum(p.numel() for p in model.state_dict().values())
 
 
-def test_inversion_attack_beats_guessing_and_noise_hurts_it():
+def test_inversion_attack_beats_guessing_and_noise_hurts_it(toy_data):
     torch.manual_seed(0)
     m = SmallCNN(width=4, depth=2).eval()
     data = toy_data(160, seed=1).tensors[0]
@@ -136,10 +134,10 @@ def test_inversion_attack_beats_guessing_and_noise_hurts_it():
     with pytest.raises(ValueError, match="as many activations"):
         split.RidgeInversion().fit(torch.zeros(4, 3), torch.zeros(5, 1, 2, 2))
     with pytest.raises(ValueError, match="shapes differ"):
-        split.ssim_scores(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8))
+        metrics.ssim_each(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8))
 
 
-def test_upload_bytes_and_first_reaching():
+def test_upload_bytes_and_first_reaching(toy_data):
     data = toy_data(10)
     assert split.upload_bytes(data) >= 10 * 28 * 28 + 10 * 8
     assert split.first_reaching([0.1, 0.5], 0.5) == 2 and split.first_reaching([], 0.1) is None

@@ -1,27 +1,24 @@
-import json
+
+import functools
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
-from pets_lite import models, train
+from pets_lite import metrics, models, train
 
 
-def toy(n=256, seed=0):
-    """Two classes that differ by the brightness of the image's left half."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.5
-    x[:, :, :, :14] += y.view(-1, 1, 1, 1) * 0.4
-    return TensorDataset(x, y)
+@pytest.fixture
+def toy(toy_xrays):
+    """This module's toy X-rays (the shared factory in conftest.py)."""
+    return functools.partial(toy_xrays, kind="left", contrast=0.4)
 
 
 def small():
     return models.SmallCNN(width=4, depth=2)
 
 
-def test_fit_learns_and_selects_on_validation():
+def test_fit_learns_and_selects_on_validation(toy):
     torch.manual_seed(0)
     m = small()
     h = train.fit(m, toy(), toy(128, 1), epochs=4, lr=1e-2, batch_size=32, progress=False)
@@ -31,7 +28,7 @@ def test_fit_learns_and_selects_on_validation():
     assert train.evaluate(m, toy(128, 2))["auc"] > 0.9
 
 
-def test_fit_is_deterministic_for_a_seed():
+def test_fit_is_deterministic_for_a_seed(toy):
     states = []
     for _ in range(2):
         torch.manual_seed(123)
@@ -41,48 +38,23 @@ def test_fit_is_deterministic_for_a_seed():
     assert torch.equal(states[0], states[1])
 
 
-def test_fit_rejects_zero_epochs():
+def test_fit_rejects_zero_epochs(toy):
     with pytest.raises(ValueError, match="epochs"):
         train.fit(small(), toy(), epochs=0)
 
 
 def test_auc_score_binary_multiclass_and_degenerate():
-    assert train.auc_score(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]])) == 1.0
+    assert metrics.auc_score(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]])) == 1.0
     y = np.array([0, 1, 2, 0, 1, 2])
     p = np.eye(3)[y] * 0.8 + 0.2 / 3
-    assert train.auc_score(y, p) == 1.0
-    assert np.isnan(train.auc_score(np.array([1, 1]), np.array([[0.1, 0.9], [0.3, 0.7]])))
+    assert metrics.auc_score(y, p) == 1.0
+    assert np.isnan(metrics.auc_score(np.array([1, 1]), np.array([[0.1, 0.9], [0.3, 0.7]])))
 
 
-def test_evaluate_reports_loss_and_accuracy():
+def test_evaluate_reports_loss_and_accuracy(toy):
     m = small()
     r = train.evaluate(m, toy(64))
     assert set(r) == {"auc", "acc", "loss"} and 0 <= r["acc"] <= 1 and r["loss"] > 0
-
-
-def test_model_cache_hits_and_invalidates(monkeypatch, tmp_path):
-    monkeypatch.setenv("PETS_CACHE_DIR", str(tmp_path))
-    calls = []
-
-    def train_fn(model):
-        calls.append(1)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(1.0)
-        return {"auc": 0.5 + len(calls)}
-
-    torch.manual_seed(0)
-    m1, r1, hit1 = train.cached_model("toy", {"lr": 1}, small, train_fn)
-    m2, r2, hit2 = train.cached_model("toy", {"lr": 1}, small, train_fn)
-    assert (hit1, hit2) == (False, True) and len(calls) == 1 and r1 == r2
-    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    _, r3, hit3 = train.cached_model("toy", {"lr": 2}, small, train_fn)
-    assert not hit3 and len(calls) == 2 and r3["auc"] == 2.5
-    _, _, hit4 = train.cached_model("toy", {"lr": 1}, small, train_fn, refresh=True)
-    assert not hit4 and len(calls) == 3
-    assert not list(tmp_path.rglob("*.tmp")), "no half-written cache files"
-    stored = json.loads(next(tmp_path.rglob("toy-*.json")).read_text())
-    assert "spec" in stored and "results" in stored
 
 
 def test_best_on_validation_keeps_and_restores_the_best_epoch():
@@ -105,3 +77,27 @@ def test_best_on_validation_keeps_and_restores_the_best_epoch():
     assert torch.equal(model.weight, kept)
     no_val = BestOnValidation(History(), [model])
     assert no_val.update(4) is None and no_val.history.best_epoch == 4
+
+
+def test_train_epoch_reports_the_loss_without_the_penalty_and_steps():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    before = model.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    plain, n = train.train_epoch(model, [(x, y)], opt)
+    assert n == 16 and plain > 0 and not torch.equal(before, model.weight)
+    penalised, _ = train.train_epoch(model, [(x, y)], opt, penalty=lambda: torch.tensor(100.0))
+    assert penalised < 10  # the penalty steers the step but is not reported as loss
+
+
+def test_weighted_average_is_fedavgs_mean():
+    a = [np.array([1.0, 1.0]), np.array([0.0])]
+    b = [np.array([4.0, 4.0]), np.array([3.0])]
+    out = train.weighted_average([a, b], [2, 1])
+    assert out[0].tolist() == [2.0, 2.0] and out[1].tolist() == [1.0]
+    assert train.weighted_average([a, b])[1].tolist() == [1.5]
+    with pytest.raises(ValueError, match="positive"):
+        train.weighted_average([a, b], [1, 0])
+    with pytest.raises(ValueError, match="same number"):
+        train.weighted_average([a, b[:1]])
