@@ -67,10 +67,18 @@ def data_available() -> bool:
     return True
 
 
+#: Test files that execute notebooks or build the book: marked ``notebook`` (``-m "not notebook"``
+#: runs the unit tests alone).
+_NOTEBOOK_FILES = ("test_nb_", "test_book.py", "test_browser.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Run the book and browser tests last: by then the notebook tests have executed every
-    notebook, each under its own timeout."""
-    items.sort(key=lambda item: "test_book.py" in item.nodeid or "test_browser.py" in item.nodeid)
+    """Mark the notebook tests; run the book and browser tests last (by then the notebook tests
+    have executed every notebook, each under its own timeout)."""
+    for item in items:
+        if item.path.name.startswith(_NOTEBOOK_FILES):
+            item.add_marker(pytest.mark.notebook)
+    items.sort(key=lambda item: item.path.name in ("test_book.py", "test_browser.py"))
 
 
 def load_builder():
@@ -94,9 +102,46 @@ def built_book(executed, executed_dir, tmp_path_factory):
     for stem in stems:
         executed(stem)
     builder = load_builder()
-    work = builder.stage(tmp_path_factory.mktemp("book") / "book", sorted(executed_dir.glob("*.ipynb")))
+    work = builder.stage(tmp_path_factory.mktemp("book") / "book",
+                         sorted(executed_dir.glob("*.ipynb")))
     log = builder.build_html(work, strict=True, capture=True)
     return {"work": work, "html": work / "_build" / "html", "log": log, "stems": stems}
 
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared toy data (no test module imports another)
+# ---------------------------------------------------------------------------------------------
+
+#: Where the brighter patch of the positive class sits, per kind of toy X-ray.
+_TOY_REGIONS = {"centre": (slice(10, 18), slice(10, 18)), "square": (slice(8, 20), slice(8, 20)),
+                "top": (slice(0, 14), slice(None)), "left": (slice(None), slice(0, 14))}
+
+
+def make_toy_xrays(n: int = 96, seed: int = 0, kind: str = "centre", contrast: float = 0.5,
+                   balanced: bool = False):
+    """Separable toy 'X-rays' (N, 1, 28, 28) in [0, 1]: noise in [0, 0.5), class 1 brighter by
+    ``contrast`` in the region of ``kind``; ``balanced`` alternates the labels 0, 1, 0, 1..."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2 if balanced else torch.randint(0, 2, (n,), generator=g)
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.5
+    rows, cols = _TOY_REGIONS[kind]
+    x[:, :, rows, cols] += y.view(-1, 1, 1, 1).float() * contrast
+    return TensorDataset(x.clamp(0, 1), y)
+
+
+@pytest.fixture
+def toy_xrays():
+    """The toy X-ray factory: ``toy_xrays(n, seed, kind=..., contrast=..., balanced=...)``."""
+    return make_toy_xrays
+
+
+@pytest.fixture
+def book_builder():
+    """book/build.py as a module (it is a script, not part of the package)."""
+    return load_builder()

@@ -7,10 +7,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from conftest import load_builder
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,8 +27,8 @@ def test_book_builds_from_executed_notebooks(built_book):
     assert "cdn.jsdelivr.net/npm/mathjax" not in intro
 
 
-def test_strict_build_fails_on_a_broken_reference(tmp_path):
-    builder = load_builder()
+def test_strict_build_fails_on_a_broken_reference(tmp_path, book_builder):
+    builder = book_builder
     work = builder.stage(tmp_path / "book")
     (work / "intro.md").write_text((work / "intro.md").read_text() + "\nSee {cite}`no_such_key`.\n")
     try:

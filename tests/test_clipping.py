@@ -10,7 +10,6 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from pets_lite import clipping, dp, models
-from test_dp import toy_data  # the separable toy X-rays of the DP tests
 
 
 def reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float):
@@ -177,7 +176,7 @@ def test_refusals_say_what_to_do():
     assert not net._forward_hooks and not net._forward_pre_hooks
 
 
-def test_dp_sgd_with_book_keeping_equals_opacus_ghost_and_hooks():
+def test_dp_sgd_with_book_keeping_equals_opacus_ghost_and_hooks(toy_xrays):
     """Same seed, same Poisson batches, same noise: one backward pass reaches the weights that
     Opacus' two-pass ghost clipping and its per-sample hooks reach."""
     weights = {}
@@ -185,7 +184,7 @@ def test_dp_sgd_with_book_keeping_equals_opacus_ghost_and_hooks():
         torch.manual_seed(0)
         model = models.build_model("cnn", width=8, depth=2)
         start = torch.cat([p.detach().flatten() for p in model.parameters()])
-        result = dp.train_dp(model, toy_data(128, 0), None, noise_multiplier=0.7, epochs=2,
+        result = dp.train_dp(model, toy_xrays(128, 0, kind="centre"), None, noise_multiplier=0.7, epochs=2,
                              batch_size=32, lr=1e-2, seed=3, progress=False, grad_sample_mode=mode)
         assert result.grad_sample_mode == mode and result.steps == 8
         weights[mode] = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import nbformat
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from pets_lite import models, pipeline
 
 
-def toy(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.5
-    x[:, :, :14] += y.view(-1, 1, 1, 1) * 0.4
-    return TensorDataset(x, y)
+@pytest.fixture
+def toy(toy_xrays):
+    """This module's toy X-rays (the shared factory in conftest.py)."""
+    return functools.partial(toy_xrays, kind="top", contrast=0.4)
 
 
 def small():
@@ -38,7 +36,7 @@ def test_weighted_mean():
     assert np.allclose(out, 2.5)
 
 
-def test_federated_dp_spends_at_most_the_budget_per_hospital():
+def test_federated_dp_spends_at_most_the_budget_per_hospital(toy):
     hospitals = [toy(60, 1), toy(40, 2), toy(80, 3)]
     model, result = pipeline.federated_dp(hospitals, small, toy(64, 9), rounds=2, epsilon=4.0,
                                           batch_size=16, progress=False)
@@ -49,7 +47,7 @@ def test_federated_dp_spends_at_most_the_budget_per_hospital():
 
 
 @pytest.mark.parametrize("kwargs, match", [({"rounds": 0}, "rounds"), ({"epsilon": 0.0}, "ε|epsilon")])
-def test_federated_dp_rejects_bad_settings(kwargs, match):
+def test_federated_dp_rejects_bad_settings(toy, kwargs, match):
     args = {"rounds": 1, "epsilon": 1.0, **kwargs}
     with pytest.raises(ValueError, match=match):
         pipeline.federated_dp([toy(20, 1), toy(20, 2)], small, toy(20, 3), **args)
