@@ -1,5 +1,8 @@
 # make book   set up .venv (first time), fetch + verify data, execute every notebook (full mode), build the book
-# make test   set up .venv (first time), run the test-suite in fast mode (notebooks and book build included)
+# make test   set up .venv (first time), run the test-suite in fast mode (notebooks and book build
+#             included), then the mutation harness
+# make mutants  every mutant of tests/mutants/registry.py against the tests that must catch it
+# make lint   ruff over the library, tests, scripts and notebooks
 # make lab    set up .venv (first time), open the notebooks in JupyterLab
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -20,7 +23,7 @@ export PETS_DATA_DIR := $(SHARED_DATA)
 endif
 endif
 
-.PHONY: book test lab data install clean
+.PHONY: book test lab data install clean mutants lint
 
 install: $(STAMP)
 
@@ -46,6 +49,13 @@ book: data
 
 test: $(STAMP)
 	PETS_FAST=1 $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) tests/mutants/run.py
+
+mutants: $(STAMP)
+	$(PY) tests/mutants/run.py $(MUTANT_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
