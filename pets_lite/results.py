@@ -28,7 +28,7 @@ STAGES = ("collection", "training", "inference", "release", "all stages")
 FAMILIES = ("none", "data-stage protection", "statistical perturbation", "learning paradigms",
             "cryptography", "hardware", "hybrid")
 #: The units of work a row's cost columns can be per.
-COST_UNITS = ("training run", "round", "epoch", "image", "test set")
+COST_UNITS = ("training run", "round", "epoch", "image", "test set", "file")
 
 
 class BookRowError(ValueError):

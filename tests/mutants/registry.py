@@ -30,20 +30,24 @@ class Mutant:
     why: str
 
 
-MUTANTS: list[Mutant] = [
-    Mutant("data-checksum-skipped", "00", "data.py",
-           "            return verify(path, flag)\n    if not download:",
-           "            return path\n    if not download:",
-           ("tests/test_data.py::test_corrupted_copy_is_refused",),
-           "a data file on disk is read without checking its MD5"),
-    Mutant("cache-key-drops-a-field", "lib", "recipes.py",
-           '"recipe": recipe.to_dict(),',
-           '"recipe": {k: v for k, v in recipe.to_dict().items() if k != "lr"},',
-           ("tests/test_recipes.py::test_every_field_of_every_recipe_enters_the_cache_key",),
-           "a setting left out of the cache key silently reuses a wrong model"),
-    Mutant("seed-streams-collide", "lib", "config.py",
-           "    words = np.random.SeedSequence(entropy).generate_state(2, np.uint32)",
-           "    return int(seed) + sum(k for k in keys if isinstance(k, int))  # seed + round + k",
-           ("tests/test_config.py::test_derive_seed_streams_do_not_collide",),
-           "two hospitals, rounds or runs draw the same random stream"),
-]
+def _collect() -> list[Mutant]:
+    """Every mutant of the ``m_*.py`` files beside this one (one file per area, so that work on
+    different chapters never edits the same file). Each holds ``MUTANTS``, a list of dicts with
+    the fields of :class:`Mutant`."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    found: list[Mutant] = []
+    for path in sorted(Path(__file__).resolve().parent.glob("m_*.py")):
+        name = f"mutants_{path.stem}"
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        found.extend(Mutant(**entry) for entry in sys.modules[name].MUTANTS)
+    return found
+
+
+MUTANTS: list[Mutant] = _collect()

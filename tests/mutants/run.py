@@ -20,9 +20,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: the registry beside it
 
-from registry import MUTANTS, Mutant  # noqa: E402
+
+def _registry():
+    """tests/mutants/registry.py, loaded by path."""
+    import importlib.util
+
+    if "mutant_registry" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "mutant_registry", Path(__file__).resolve().parent / "registry.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["mutant_registry"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["mutant_registry"]
+
+
+MUTANTS = _registry().MUTANTS
+Mutant = _registry().Mutant
 
 
 def apply(mutant: Mutant, package: Path) -> None:
