@@ -21,10 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from pets_lite import nbrun
 
-from pets_lite import nbrun  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def execute_all(out_dir: Path, fast: bool, reuse: bool, only: list[str] | None = None) -> dict:
@@ -51,7 +50,8 @@ def build_html(source: Path, strict: bool = True, capture: bool = False):
 
     Returns the path of ``index.html``, or the build's log when ``capture`` (a failed build raises
     ``CalledProcessError`` with the log in ``.stdout``)."""
-    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--builder", "html"]
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source),
+           "--builder", "html"]
     if strict:
         cmd += ["-W", "--keep-going"]
     if capture:
@@ -81,7 +81,8 @@ def stage(workdir: Path, executed: list[Path] = ()) -> Path:
     workdir = Path(workdir)
     if workdir.resolve() != HERE:
         shutil.copytree(HERE, workdir, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("_build", "notebooks", "_static", "__pycache__"))
+                        ignore=shutil.ignore_patterns("_build", "notebooks", "_static",
+                                                      "__pycache__"))
     (workdir / "notebooks").mkdir(parents=True, exist_ok=True)
     stage_mathjax(workdir / "_static" / "mathjax")
     for nb in executed:

@@ -2,7 +2,7 @@
 """Fetch and verify MedMNIST files: a command-line front over :mod:`pets_lite.data`.
 
     python data_scripts/fetch_data.py                      # pneumoniamnist and breastmnist
-    python data_scripts/fetch_data.py --verify             # verify what is on disk, download nothing
+    python data_scripts/fetch_data.py --verify             # verify what is on disk, no download
     python data_scripts/fetch_data.py pathmnist --dest d/  # another flag, into a folder
     python data_scripts/fetch_data.py --list               # the registry
 

@@ -7,13 +7,13 @@ Resolution order for ``<flag>.npz``:
 2. the user cache, ``pets_lite.config.cache_dir() / "medmnist"``;
 3. a download from the official Zenodo record into the user cache, with a progress bar.
 
-Whatever the source, the file's MD5 must equal the official one before a single array is read; a file
-that fails is refused, never used, and a download that fails leaves nothing behind (it is written to a
-temporary name and renamed only after it verifies).
+Whatever the source, the file's MD5 must equal the official one before a single array is read; a
+file that fails is refused, never used, and a download that fails leaves nothing behind (it is
+written to a temporary name and renamed only after it verifies).
 
 We do not use the ``medmnist`` package: it requires torchvision, which cannot be imported beside the
-CPU build of torch this project pins. The flags, URLs and MD5 sums below are those of ``medmnist.INFO``
-(v3.0, 28 x 28 files; the 28 px files are byte-identical to MedMNIST v2's).
+CPU build of torch this project pins. The flags, URLs and MD5 sums below are those of
+``medmnist.INFO`` (v3.0, 28 x 28 files; the 28 px files are byte-identical to MedMNIST v2's).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
 def verify(path: str | os.PathLike, flag: str) -> Path:
-    """Check ``path`` against the official MD5 of ``flag``; raise :class:`ChecksumError` if it differs."""
+    """Check ``path`` against the official MD5 of ``flag``; :class:`ChecksumError` if it differs."""
     path = Path(path)
     expected = info(flag).md5
     stat = path.stat()
@@ -184,11 +184,11 @@ def candidates(flag: str) -> list[Path]:
 
 def fetch(flag: str, dest_dir: str | os.PathLike | None = None, url: str | None = None,
           progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``flag`` to ``dest_dir`` (default: the user cache), verify its MD5, rename into place.
+    """Download ``flag`` to ``dest_dir`` (default: the user cache), verify its MD5, move in place.
 
-    Nothing half-written is left: the bytes go to a temporary file in ``dest_dir`` that is removed on
-    any failure, and only a file whose MD5 verifies is renamed to ``<flag>.npz``. An existing verified
-    file is kept and returned without downloading.
+    Nothing half-written is left: the bytes go to a temporary file in ``dest_dir`` that is removed
+    on any failure, and only a file whose MD5 verifies is renamed to ``<flag>.npz``. An existing
+    verified file is kept and returned without downloading.
     """
     meta = info(flag)
     dest_dir = Path(dest_dir) if dest_dir is not None else config.cache_dir() / "medmnist"
@@ -205,7 +205,8 @@ def fetch(flag: str, dest_dir: str | os.PathLike | None = None, url: str | None 
                 response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (known URL)
             except (urllib.error.URLError, OSError) as exc:
                 raise DataUnavailableError(
-                    f"{meta.filename} is not on disk and could not be downloaded from {url} ({exc}). "
+                    f"{meta.filename} is not on disk and could not be downloaded from {url} "
+                    f"({exc}). "
                     f"Download it on a machine with network access and put it at {target}, "
                     f"or set PETS_DATA_DIR to a folder that holds it."
                 ) from exc
@@ -295,7 +296,8 @@ def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, to
     elif x.ndim == 4:
         x = x.permute(0, 3, 1, 2).contiguous()
     else:
-        raise DataFormatError(f"expected images of shape (N,H,W) or (N,H,W,C), got {tuple(x.shape)}")
+        raise DataFormatError(f"expected images of shape (N,H,W) or (N,H,W,C), got "
+                              f"{tuple(x.shape)}")
     y = torch.from_numpy(np.asarray(labels)).long()
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -306,8 +308,8 @@ def load(flag: str, split: str, fast: bool | None = None, size: int | None = Non
          seed: int = 0) -> TensorDataset:
     """A split as a ``TensorDataset`` of float32 images in [0,1] (N,C,28,28) and int64 labels.
 
-    In fast mode (``fast`` or, when ``None``, ``PETS_FAST``) the split is cut to a seeded, stratified
-    subset of ``FAST_SIZES[split]``; ``size`` asks for a subset of that size in any mode.
+    In fast mode (``fast`` or, when ``None``, ``PETS_FAST``) the split is cut to a seeded,
+    stratified subset of ``FAST_SIZES[split]``; ``size`` asks for a subset of that size in any mode.
     """
     images, labels = load_arrays(flag, split)
     fast = config.is_fast() if fast is None else fast
@@ -336,9 +338,9 @@ def class_counts(dataset: TensorDataset) -> dict[int, int]:
 # A partition is a matrix of proportions P (hospitals x classes): hospital k receives the share
 # P[k, c] of class c. IID gives every hospital 1/N of every class; label skew draws each class's
 # column from Dirichlet(alpha) (small alpha: each class concentrates in few hospitals); quantity
-# skew draws one vector of hospital sizes from Dirichlet(alpha) and keeps every hospital's label mix.
-# The same P applied to the validation split gives each hospital a local validation set with its
-# own label mix, as a real hospital would have.
+# skew draws one vector of hospital sizes from Dirichlet(alpha) and keeps every hospital's label
+# mix. The same P applied to the validation split gives each hospital a local validation set with
+# its own label mix, as a real hospital would have.
 # ------------------------------------------------------------------------------------------------
 
 #: The partition schemes :func:`hospital_proportions` knows.
@@ -363,7 +365,8 @@ def _labels_1d(labels) -> np.ndarray:
 
 def _check_partition_args(n: int, n_hospitals, scheme: str, alpha, min_size) -> None:
     if scheme not in PARTITION_SCHEMES:
-        raise PartitionError(f"unknown partition scheme {scheme!r}; choose one of {PARTITION_SCHEMES}")
+        raise PartitionError(f"unknown partition scheme {scheme!r}; choose one of "
+                             f"{PARTITION_SCHEMES}")
     if isinstance(n_hospitals, bool) or not isinstance(n_hospitals, (int, np.integer)) \
             or n_hospitals < 1:
         raise PartitionError(f"n_hospitals must be a positive int, got {n_hospitals!r}")
@@ -372,8 +375,9 @@ def _check_partition_args(n: int, n_hospitals, scheme: str, alpha, min_size) -> 
             f"cannot split {n} samples over {n_hospitals} hospitals: every hospital needs at least "
             f"one sample; use at most {n} hospitals or a larger data set"
         )
-    if scheme != "iid" and (not isinstance(alpha, (int, float, np.floating)) or isinstance(alpha, bool)
-                            or not np.isfinite(alpha) or alpha <= 0):
+    bad_alpha = (not isinstance(alpha, (int, float, np.floating)) or isinstance(alpha, bool)
+                 or not np.isfinite(alpha) or alpha <= 0)
+    if scheme != "iid" and bad_alpha:
         raise PartitionError(
             f"alpha must be a finite number > 0 for the {scheme!r} scheme, got {alpha!r}; small "
             "values (0.1) give strong skew, large values (100) approach IID"
@@ -417,7 +421,8 @@ def hospital_proportions(labels, n_hospitals: int = 3, scheme: str = "iid", alph
     >>> y = np.array([0] * 60 + [1] * 40)
     >>> hospital_proportions(y, 2, "iid").tolist()
     [[0.5, 0.5], [0.5, 0.5]]
-    >>> p = hospital_proportions(y, 4, "dirichlet", alpha=0.3, seed=1); p.shape, bool(np.allclose(p.sum(0), 1))
+    >>> p = hospital_proportions(y, 4, "dirichlet", alpha=0.3, seed=1)
+    >>> p.shape, bool(np.allclose(p.sum(0), 1))
     ((4, 2), True)
     """
     labels = _labels_1d(labels)

@@ -48,7 +48,8 @@ def make_norm(kind: str, channels: int, groups: int = 8) -> nn.Module:
 
 
 class SmallCNN(nn.Module):
-    """``depth`` blocks of conv3x3 -> norm -> activation -> 2x2 pooling, then global average + linear.
+    """``depth`` blocks of conv3x3 -> norm -> activation -> 2x2 pooling, then global average and a
+    linear layer.
 
     Channels double each block from ``width``. ``pool="avg"`` keeps every operation linear or
     polynomial (what HE needs); ``"max"`` is the plaintext default.

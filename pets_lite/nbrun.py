@@ -41,8 +41,8 @@ def execute(path: str | os.PathLike, out_path: str | os.PathLike | None = None, 
 
     ``fast`` sets ``PETS_FAST`` for the kernel; ``timeout`` bounds every cell (seconds). Returns the
     executed ``NotebookNode`` with ``metadata.pets_lite = {"seconds", "fast", "peak_memory_mib"}``
-    added (the kernel's peak memory, read by a probe cell that is run last and not kept). A failing cell
-    raises ``nbclient.exceptions.CellExecutionError`` naming the cell and the error.
+    added (the kernel's peak memory, read by a probe cell that is run last and not kept). A failing
+    cell raises ``nbclient.exceptions.CellExecutionError`` naming the cell and the error.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -85,7 +85,7 @@ def _probe_cell():
 
 
 def _probe_value(cell) -> float | None:
-    """The probe's printed number, or None (a probe never fails a build; the table shows no value)."""
+    """The probe's printed number, or None (a probe never fails a build; no value is shown)."""
     try:
         return float(cell.outputs[0]["text"].strip())
     except (IndexError, KeyError, ValueError):

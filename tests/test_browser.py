@@ -14,7 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMIUM = (shutil.which("chromium") or shutil.which("chromium-browser")
+            or shutil.which("google-chrome"))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars", "--virtual-time-budget=8000"]
@@ -79,7 +80,8 @@ def test_link_checker_finds_a_broken_link(tmp_path):
     (tmp_path / "a.html").write_text('<a href="b.html">b</a><a href="missing.html#x">m</a>'
                                      '<img src="img/none.png"><a href="https://example.org">e</a>')
     (tmp_path / "b.html").write_text("ok")
-    assert broken_internal_links(tmp_path / "a.html", tmp_path) == ["missing.html#x", "img/none.png"]
+    broken = broken_internal_links(tmp_path / "a.html", tmp_path)
+    assert broken == ["missing.html#x", "img/none.png"]
 
 
 def test_every_page_renders_in_chromium(built_book, chromium, tmp_path):

@@ -115,7 +115,8 @@ def test_failed_download_says_what_to_do_and_leaves_nothing(isolated):
 def test_fetch_verifies_and_writes_atomically(official, isolated):
     dest = isolated / "dl"
     path = data.fetch("pneumoniamnist", dest_dir=dest, url=official.as_uri(), progress=False)
-    assert path == dest / "pneumoniamnist.npz" and data.md5sum(path) == data.info("pneumoniamnist").md5
+    assert path == dest / "pneumoniamnist.npz"
+    assert data.md5sum(path) == data.info("pneumoniamnist").md5
     assert sorted(p.name for p in dest.iterdir()) == ["pneumoniamnist.npz"]
     # a second fetch finds the verified file and does not download
     assert data.fetch("pneumoniamnist", dest_dir=dest, url="http://127.0.0.1:1/x") == path

@@ -29,12 +29,14 @@ def test_make_lab_serves_the_notebooks(tmp_path):
         listing = None
         while time.time() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents", timeout=2) as r:
+                url = f"http://127.0.0.1:{port}/api/contents"
+                with urllib.request.urlopen(url, timeout=2) as r:
                     listing = json.load(r)
                 break
             except OSError:
                 time.sleep(1)
-        assert listing is not None, f"JupyterLab did not answer; its output:\n{proc.stdout.read() if proc.poll() is not None else '(still running)'}"
+        output = proc.stdout.read() if proc.poll() is not None else "(still running)"
+        assert listing is not None, f"JupyterLab did not answer; its output:\n{output}"
         names = {item["name"] for item in listing["content"]}
         assert "00_deep_radiomics_baseline.ipynb" in names
     finally:

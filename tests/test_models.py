@@ -18,7 +18,8 @@ def test_rgb_and_multiclass():
 
 def test_wrong_input_shape_is_a_clear_error():
     m = models.SmallCNN(width=4, depth=1)
-    with pytest.raises(ValueError, match=r"expected a batch of shape \(N, 1, H, W\), got \(28, 28\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected a batch of shape \(N, 1, H, W\), got \(28, 28\)"):
         m(torch.rand(28, 28))
     with pytest.raises(ValueError, match=r"got \(2, 3, 28, 28\)"):
         m(torch.rand(2, 3, 28, 28))

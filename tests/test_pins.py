@@ -1,4 +1,5 @@
-"""The install is pinned, environment.yml agrees with pyproject.toml, nothing imports torchvision."""
+"""The install is pinned, environment.yml agrees with pyproject.toml, nothing imports
+torchvision."""
 
 import re
 import tomllib
@@ -50,7 +51,8 @@ def test_nothing_imports_torchvision():
         if ".venv" in path.parts or "_build" in path.parts or not path.is_file():
             continue
         if path.suffix in {".py", ".ipynb"} and path.name != "test_pins.py":
-            if re.search(r"^\s*(import|from)\s+torchvision", path.read_text(errors="ignore"), re.M) \
-                    or re.search(r'"\s*(import|from) torchvision', path.read_text(errors="ignore")):
+            text = path.read_text(errors="ignore")
+            if re.search(r"^\s*(import|from)\s+torchvision", text, re.M) \
+                    or re.search(r'"\s*(import|from) torchvision', text):
                 offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"torchvision cannot be imported beside the CPU torch: {offenders}"
