@@ -4,6 +4,7 @@
     python data_scripts/fetch_data.py                      # pneumoniamnist and breastmnist
     python data_scripts/fetch_data.py --verify             # verify what is on disk, no download
     python data_scripts/fetch_data.py pathmnist --dest d/  # another flag, into a folder
+    python data_scripts/fetch_data.py --size 64            # the MedMNIST+ files at 64 px
     python data_scripts/fetch_data.py --list               # the registry
 
 Exit status 0 when every requested file is present and verified, 1 otherwise.
@@ -28,22 +29,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true",
                         help="only verify files already on disk; never download")
     parser.add_argument("--dest", type=Path, help="download into this folder (default: user cache)")
+    parser.add_argument("--size", type=int, default=28, choices=data.IMAGE_SIZES,
+                        help="image side of the files (MedMNIST+: 64, 128, 224)")
     parser.add_argument("--list", action="store_true", help="print the registry and exit")
     args = parser.parse_args(argv)
     if args.list:
         for meta in data.REGISTRY.values():
-            print(f"{meta.flag:16} {meta.md5}  {meta.task:26} {meta.url}")
+            print(f"{meta.flag:16} {meta.md5_for(args.size)}  {meta.task:26} "
+                  f"{meta.url_for(args.size)}")
         return 0
     flags = sorted(data.REGISTRY) if args.all else args.flags
     failures = 0
     for flag in flags:
         try:
-            data.info(flag)
-            if args.dest is not None:
-                path = data.fetch(flag, dest_dir=args.dest, progress=not args.verify) \
-                    if not args.verify else data.verify(args.dest / f"{flag}.npz", flag)
+            name = data.info(flag).filename_for(args.size)
+            if args.dest is not None and args.verify:
+                path = data.verify(args.dest / name, flag, args.size)
+            elif args.dest is not None:
+                path = data.fetch(flag, dest_dir=args.dest, image_size=args.size)
             else:
-                path = data.resolve(flag, download=not args.verify)
+                path = data.resolve(flag, download=not args.verify, image_size=args.size)
             print(f"ok       {flag:16} {path}")
         except (data.DataError, FileNotFoundError) as exc:
             failures += 1

@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "PETS_EXECUTED_DIR": "where this build's executed notebooks are (set by pets_lite.nbrun)",
     "PETS_CRYPTEN_SHIM": "0 leaves CrypTen unrepaired (the tests show each breakage); default 1",
     "PETS_FL_THREADS": "OpenMP threads of each Flower deployment process (default 1)",
+    "PETS_SIZE": "image side for chapters 00, 02 and 03: 28 (default), or MedMNIST+'s 64 or 128",
 }
 
 
@@ -146,6 +147,16 @@ def executed_dir() -> Path | None:
 def crypten_shim_enabled() -> bool:
     """False only when ``PETS_CRYPTEN_SHIM=0`` (the tests that show each CrypTen breakage)."""
     return _env_flag("PETS_CRYPTEN_SHIM", default=True)
+
+
+def image_size() -> int:
+    """``PETS_SIZE`` as an int (default 28); ``pets_lite.data.check_image_size`` validates it."""
+    value = (os.environ.get("PETS_SIZE") or "28").strip()
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"PETS_SIZE must be an image side in pixels (28, 64, 128 or 224), got "
+                         f"{value!r}") from None
 
 
 def fl_threads() -> str:

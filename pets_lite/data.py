@@ -1,8 +1,11 @@
-"""MedMNIST v2 data: a registry of the official files, checksum-verified resolution, loading.
+"""MedMNIST data: checksum-verified resolution of the official files, loading, subsets, and the
+one partitioner over hospitals.
 
-Resolution order for ``<flag>.npz``:
+The official files and their MD5 sums are in :mod:`pets_lite.catalog` (its names, ``info``,
+``REGISTRY``, ``FlagInfo``, ``register``, are importable from here too). Resolution order for a
+flag's file at an image size (``<flag>.npz`` at 28 px, ``<flag>_<size>.npz`` for MedMNIST+):
 
-1. ``$PETS_DATA_DIR/<flag>.npz`` when ``PETS_DATA_DIR`` is set (tests and CI point it at the shared,
+1. ``$PETS_DATA_DIR/<file>`` when ``PETS_DATA_DIR`` is set (tests and CI point it at the shared,
    verified copies);
 2. the user cache, ``pets_lite.config.cache_dir() / "medmnist"``;
 3. a download from the official Zenodo record into the user cache, with a progress bar.
@@ -12,8 +15,7 @@ file that fails is refused, never used, and a download that fails leaves nothing
 written to a temporary name and renamed only after it verifies).
 
 We do not use the ``medmnist`` package: it requires torchvision, which cannot be imported beside the
-CPU build of torch this project pins. The flags, URLs and MD5 sums below are those of
-``medmnist.INFO`` (v3.0, 28 x 28 files; the 28 px files are byte-identical to MedMNIST v2's).
+CPU build of torch this project pins.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +32,22 @@ import torch
 from torch.utils.data import TensorDataset
 
 from . import config
+from .catalog import (  # noqa: F401
+    IMAGE_SIZES,
+    REGISTRY,
+    ZENODO_RECORD,
+    DataError,
+    FlagInfo,
+    check_image_size,
+    info,
+    register,
+)
 
-ZENODO_RECORD = "https://zenodo.org/records/10519652/files"
 SPLITS = ("train", "val", "test")
 NPZ_KEYS = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels"))
 
 #: Sizes of the seeded, stratified subsets used in fast mode (``None`` keeps the whole split).
 FAST_SIZES: dict[str, int | None] = {"train": 1200, "val": 300, "test": None}
-
-
-class DataError(Exception):
-    """Base class of every data problem this module reports."""
 
 
 class ChecksumError(DataError):
@@ -56,92 +62,6 @@ class DataFormatError(DataError):
     """The file verifies but does not hold what a MedMNIST archive must hold."""
 
 
-@dataclass(frozen=True)
-class FlagInfo:
-    """What the registry knows of one MedMNIST 2D data set at 28 x 28."""
-
-    flag: str
-    md5: str
-    task: str
-    n_channels: int
-    labels: dict[int, str]
-    n_samples: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"{ZENODO_RECORD}/{self.flag}.npz?download=1"
-
-    @property
-    def filename(self) -> str:
-        return f"{self.flag}.npz"
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.labels)
-
-
-def _info(flag, md5, task, n_channels, labels, train, val, test) -> FlagInfo:
-    return FlagInfo(flag, md5, task, n_channels, dict(enumerate(labels)),
-                    {"train": train, "val": val, "test": test})
-
-
-_ORGANS = ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver",
-           "lung-left", "lung-right", "pancreas", "spleen"]
-
-#: The 2D MedMNIST v2 flags at 28 px (source: ``medmnist.INFO``).
-REGISTRY: dict[str, FlagInfo] = {i.flag: i for i in [
-    _info("pneumoniamnist", "28209eda62fecd6e6a2d98b1501bb15f", "binary-class", 1,
-          ["normal", "pneumonia"], 4708, 524, 624),
-    _info("breastmnist", "750601b1f35ba3300ea97c75c52ff8f6", "binary-class", 1,
-          ["malignant", "normal, benign"], 546, 78, 156),
-    _info("pathmnist", "a8b06965200029087d5bd730944a56c1", "multi-class", 3,
-          ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
-           "normal colon mucosa", "cancer-associated stroma",
-           "colorectal adenocarcinoma epithelium"], 89996, 10004, 7180),
-    _info("chestmnist", "02c8a6516a18b556561a56cbdd36c4a8", "multi-label, binary-class", 1,
-          ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
-           "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"],
-          78468, 11219, 22433),
-    _info("dermamnist", "0744692d530f8e62ec473284d019b0c7", "multi-class", 3,
-          ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
-           "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
-           "vascular lesions"], 7007, 1003, 2005),
-    _info("octmnist", "c68d92d5b585d8d81f7112f81e2d0842", "multi-class", 1,
-          ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"],
-          97477, 10832, 1000),
-    _info("retinamnist", "bd4c0672f1bba3e3a89f0e4e876791e4", "ordinal-regression", 3,
-          ["0", "1", "2", "3", "4"], 1080, 120, 400),
-    _info("bloodmnist", "7053d0359d879ad8a5505303e11de1dc", "multi-class", 3,
-          ["basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte",
-           "monocyte", "neutrophil", "platelet"], 11959, 1712, 3421),
-    _info("tissuemnist", "ebe78ee8b05294063de985d821c1c34b", "multi-class", 1,
-          ["Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule",
-           "Glomerular endothelial cells", "Interstitial endothelial cells", "Leukocytes",
-           "Podocytes", "Proximal Tubule Segments", "Thick Ascending Limb"],
-          165466, 23640, 47280),
-    _info("organamnist", "866b832ed4eeba67bfb9edee1d5544e6", "multi-class", 1, _ORGANS,
-          34581, 6491, 17778),
-    _info("organcmnist", "0afa5834fb105f7705a7d93372119a21", "multi-class", 1, _ORGANS,
-          13000, 2392, 8268),
-    _info("organsmnist", "e5c39f1af030238290b9557d9503af9d", "multi-class", 1, _ORGANS,
-          13940, 2452, 8829),
-]}
-
-
-def info(flag: str) -> FlagInfo:
-    """The registry entry of ``flag``; a clear error for an unknown one.
-
-    >>> info("breastmnist").n_samples["test"]
-    156
-    """
-    try:
-        return REGISTRY[flag]
-    except KeyError:
-        raise DataError(
-            f"unknown MedMNIST flag {flag!r}; known 2D flags: {', '.join(sorted(REGISTRY))}"
-        ) from None
-
-
 def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """The hex MD5 digest of a file, read in chunks."""
     digest = hashlib.md5()
@@ -154,26 +74,31 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
-def verify(path: str | os.PathLike, flag: str) -> Path:
-    """Check ``path`` against the official MD5 of ``flag``; :class:`ChecksumError` if it differs."""
+def verify(path: str | os.PathLike, flag: str, image_size: int = 28) -> Path:
+    """Check ``path`` against the official MD5 of ``flag`` at ``image_size``;
+    :class:`ChecksumError` if it differs."""
     path = Path(path)
-    expected = info(flag).md5
+    meta = info(flag)
+    expected = meta.md5_for(image_size)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     actual = _VERIFIED.get(key) or md5sum(path)
     if actual != expected:
+        name = meta.filename_for(image_size)
         raise ChecksumError(
-            f"{path} is not the official {flag}.npz: MD5 {actual}, expected {expected}. "
+            f"{path} is not the official {name}: MD5 {actual}, expected {expected}. "
             f"The file is refused and was not read. Delete it and fetch it again "
-            f"(python data_scripts/fetch_data.py {flag}), or download {info(flag).url} by hand."
+            f"(python data_scripts/fetch_data.py {flag}"
+            f"{'' if image_size == 28 else f' --size {image_size}'}), or download "
+            f"{meta.url_for(image_size)} by hand."
         )
     _VERIFIED[key] = actual
     return path
 
 
-def candidates(flag: str) -> list[Path]:
-    """The places :func:`resolve` looks for ``flag``, in order."""
-    name = info(flag).filename
+def candidates(flag: str, image_size: int = 28) -> list[Path]:
+    """The places :func:`resolve` looks for ``flag``'s file at ``image_size``, in order."""
+    name = info(flag).filename_for(image_size)
     places = []
     explicit = config.explicit_data_dir()
     if explicit is not None:
@@ -183,19 +108,23 @@ def candidates(flag: str) -> list[Path]:
 
 
 def fetch(flag: str, dest_dir: str | os.PathLike | None = None, url: str | None = None,
-          progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``flag`` to ``dest_dir`` (default: the user cache), verify its MD5, move in place.
+          progress: bool = True, timeout: float = 60.0, image_size: int = 28) -> Path:
+    """Download ``flag`` at ``image_size`` to ``dest_dir`` (default: the user cache), verify its
+    MD5, move it in place.
 
     Nothing half-written is left: the bytes go to a temporary file in ``dest_dir`` that is removed
-    on any failure, and only a file whose MD5 verifies is renamed to ``<flag>.npz``. An existing
-    verified file is kept and returned without downloading.
+    on any failure, and only a file whose MD5 verifies is renamed to its official name
+    (``<flag>.npz``, ``<flag>_<size>.npz``). An existing verified file is kept and returned
+    without downloading.
     """
     meta = info(flag)
+    expected = meta.md5_for(image_size)
+    filename = meta.filename_for(image_size)
     dest_dir = Path(dest_dir) if dest_dir is not None else config.cache_dir() / "medmnist"
-    target = dest_dir / meta.filename
+    target = dest_dir / filename
     if target.exists():
-        return verify(target, flag)
-    url = url or meta.url
+        return verify(target, flag, image_size)
+    url = url or meta.url_for(image_size)
     dest_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{flag}.", suffix=".part", dir=dest_dir)
     tmp = Path(tmp_name)
@@ -205,7 +134,7 @@ def fetch(flag: str, dest_dir: str | os.PathLike | None = None, url: str | None 
                 response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (known URL)
             except (urllib.error.URLError, OSError) as exc:
                 raise DataUnavailableError(
-                    f"{meta.filename} is not on disk and could not be downloaded from {url} "
+                    f"{filename} is not on disk and could not be downloaded from {url} "
                     f"({exc}). "
                     f"Download it on a machine with network access and put it at {target}, "
                     f"or set PETS_DATA_DIR to a folder that holds it."
@@ -214,15 +143,15 @@ def fetch(flag: str, dest_dir: str | os.PathLike | None = None, url: str | None 
                 total = int(response.headers.get("Content-Length") or 0) or None
                 from tqdm.auto import tqdm
 
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"{flag}.npz",
+                with tqdm(total=total, unit="B", unit_scale=True, desc=filename,
                           disable=not progress) as bar:
                     for block in iter(lambda: response.read(1 << 16), b""):
                         out.write(block)
                         bar.update(len(block))
         actual = md5sum(tmp)
-        if actual != meta.md5:
+        if actual != expected:
             raise ChecksumError(
-                f"the download of {flag} from {url} has MD5 {actual}, expected {meta.md5}; "
+                f"the download of {filename} from {url} has MD5 {actual}, expected {expected}; "
                 "it was discarded. Try again; if it persists, the source has changed."
             )
         os.replace(tmp, target)
@@ -232,26 +161,30 @@ def fetch(flag: str, dest_dir: str | os.PathLike | None = None, url: str | None 
     return target
 
 
-def resolve(flag: str, download: bool = True) -> Path:
-    """The verified local path of ``flag``'s archive, downloading it if no copy is on disk."""
-    for path in candidates(flag):
+def resolve(flag: str, download: bool = True, image_size: int = 28) -> Path:
+    """The verified local path of ``flag``'s archive at ``image_size``, downloading it if no copy
+    is on disk."""
+    meta = info(flag)
+    meta.md5_for(image_size)  # an unknown size fails here, before any look-up
+    for path in candidates(flag, image_size):
         if path.exists():
-            return verify(path, flag)
+            return verify(path, flag, image_size)
     if not download:
-        where = " or ".join(str(p) for p in candidates(flag))
+        where = " or ".join(str(p) for p in candidates(flag, image_size))
+        size_arg = "" if image_size == 28 else f" --size {image_size}"
         raise DataUnavailableError(
-            f"{info(flag).filename} not found at {where}. Fetch it with "
-            f"`python data_scripts/fetch_data.py {flag}` (needs network), or download "
-            f"{info(flag).url} and put it in one of those places."
+            f"{meta.filename_for(image_size)} not found at {where}. Fetch it with "
+            f"`python data_scripts/fetch_data.py {flag}{size_arg}` (needs network), or download "
+            f"{meta.url_for(image_size)} and put it in one of those places."
         )
-    return fetch(flag)
+    return fetch(flag, image_size=image_size)
 
 
-def load_arrays(flag: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Raw ``(images uint8, labels)`` of one split, from the verified archive."""
+def load_arrays(flag: str, split: str, image_size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Raw ``(images uint8, labels)`` of one split, from the verified archive at ``image_size``."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
-    path = resolve(flag)
+    path = resolve(flag, image_size=image_size)
     with np.load(path) as archive:
         missing = [k for k in (f"{split}_images", f"{split}_labels") if k not in archive.files]
         if missing:
@@ -259,7 +192,11 @@ def load_arrays(flag: str, split: str) -> tuple[np.ndarray, np.ndarray]:
                 f"{path} lacks {missing}; a MedMNIST archive holds {list(NPZ_KEYS)}. "
                 f"It has {archive.files}."
             )
-        return archive[f"{split}_images"], archive[f"{split}_labels"]
+        images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+    if images.ndim < 3 or images.shape[1:3] != (image_size, image_size):
+        raise DataFormatError(f"{path} holds images of shape {images.shape[1:]}, not "
+                              f"{image_size} x {image_size}")
+    return images, labels
 
 
 def stratified_subset(labels: np.ndarray | torch.Tensor, size: int, seed: int = 0) -> np.ndarray:
@@ -305,13 +242,14 @@ def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, to
 
 
 def load(flag: str, split: str, fast: bool | None = None, size: int | None = None,
-         seed: int = 0) -> TensorDataset:
-    """A split as a ``TensorDataset`` of float32 images in [0,1] (N,C,28,28) and int64 labels.
+         seed: int = 0, image_size: int = 28) -> TensorDataset:
+    """A split as a ``TensorDataset`` of float32 images in [0,1] (N, C, S, S), S = ``image_size``
+    (28, or a MedMNIST+ size: 64, 128, 224), and int64 labels.
 
     In fast mode (``fast`` or, when ``None``, ``PETS_FAST``) the split is cut to a seeded,
     stratified subset of ``FAST_SIZES[split]``; ``size`` asks for a subset of that size in any mode.
     """
-    images, labels = load_arrays(flag, split)
+    images, labels = load_arrays(flag, split, image_size)
     fast = config.is_fast() if fast is None else fast
     if size is None and fast:
         size = FAST_SIZES.get(split)
@@ -321,9 +259,11 @@ def load(flag: str, split: str, fast: bool | None = None, size: int | None = Non
     return TensorDataset(*to_tensors(images, labels))
 
 
-def load_splits(flag: str, fast: bool | None = None, seed: int = 0) -> dict[str, TensorDataset]:
+def load_splits(flag: str, fast: bool | None = None, seed: int = 0,
+                image_size: int = 28) -> dict[str, TensorDataset]:
     """``{"train", "val", "test"}`` datasets of ``flag`` (see :func:`load`)."""
-    return {split: load(flag, split, fast=fast, seed=seed) for split in SPLITS}
+    return {split: load(flag, split, fast=fast, seed=seed, image_size=image_size)
+            for split in SPLITS}
 
 
 def class_counts(dataset: TensorDataset) -> dict[int, int]:

@@ -134,7 +134,8 @@ def cache_key(name: str, recipe: Recipe, **extra) -> dict:
     if not isinstance(recipe, Recipe):
         raise RecipeError(f"the model cache is keyed by a Recipe, got {type(recipe).__name__}")
     blob = {"name": name, "recipe_type": type(recipe).__qualname__, "recipe": recipe.to_dict(),
-            "data_md5": data.info(recipe.flag).md5, "version": CACHE_VERSION, "extra": extra}
+            "data_md5": data.info(recipe.flag).md5_for(getattr(recipe, "image_size", 28)),
+            "version": CACHE_VERSION, "extra": extra}
     return json.loads(json.dumps(blob, sort_keys=True, default=str))
 
 

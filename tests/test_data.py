@@ -166,3 +166,87 @@ def test_rgb_images_become_channels_first():
     assert x.shape == (4, 3, 28, 28) and y.shape == (4,)
     with pytest.raises(data.DataFormatError, match="expected images of shape"):
         data.to_tensors(np.zeros((4, 28), np.uint8), np.zeros(4))
+
+
+def test_every_flag_has_its_medmnist_plus_files():
+    for meta in data.REGISTRY.values():
+        assert set(meta.md5_by_size) == {64, 128, 224}, meta.flag
+        assert meta.url_for(128).endswith(f"files/{meta.flag}_128.npz?download=1")
+        assert len({meta.md5, *meta.md5_by_size.values()}) == 4, "every size is its own file"
+    assert data.info("pneumoniamnist").md5_for(64) == "8f4eceb4ccffa70c672198ea285246c6"
+
+
+@pytest.mark.parametrize("size", [0, 32, 100, "64", True])
+def test_a_size_without_an_official_file_is_a_clear_error(size):
+    with pytest.raises(data.DataError, match="no official MedMNIST file"):
+        data.info("pneumoniamnist").md5_for(size)
+    with pytest.raises(data.DataError, match="no official MedMNIST file"):
+        data.load("pneumoniamnist", "train", image_size=size)
+
+
+def toy_archive(side: int, n: int = 6) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    arrays = {}
+    for split in data.SPLITS:
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, side, side), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_the_size_switch_loads_a_registered_file_of_that_size(monkeypatch, tmp_path):
+    """The development machines cannot download MedMNIST+; a test registers its own small file."""
+    small, big = toy_archive(28), toy_archive(64)
+    (tmp_path / "toymnist.npz").write_bytes(small)
+    (tmp_path / "toymnist_64.npz").write_bytes(big)
+    entry = data.FlagInfo("toymnist", hashlib.md5(small).hexdigest(), "binary-class", 1,
+                          {0: "a", 1: "b"}, md5_by_size={64: hashlib.md5(big).hexdigest()})
+    monkeypatch.setitem(data.REGISTRY, "toymnist", entry)
+    monkeypatch.setenv("PETS_DATA_DIR", str(tmp_path))
+    assert data.load("toymnist", "train", fast=False).tensors[0].shape == (6, 1, 28, 28)
+    splits = data.load_splits("toymnist", fast=False, image_size=64)
+    assert splits["val"].tensors[0].shape == (6, 1, 64, 64)
+    with pytest.raises(data.DataError, match="toymnist has no official file at 128 px"):
+        data.load("toymnist", "train", image_size=128)
+    # the 64 px file is checked against its own checksum, not the 28 px one
+    (tmp_path / "toymnist_64.npz").write_bytes(big[:-1] + b"x")
+    with pytest.raises(data.ChecksumError, match=r"toymnist_64.npz.*--size 64"):
+        data.load("toymnist", "train", image_size=64)
+
+
+def test_a_file_whose_images_have_another_size_is_refused(monkeypatch, tmp_path):
+    wrong = toy_archive(28)
+    (tmp_path / "toymnist_64.npz").write_bytes(wrong)
+    entry = data.FlagInfo("toymnist", "0" * 32, "binary-class", 1, {0: "a", 1: "b"},
+                          md5_by_size={64: hashlib.md5(wrong).hexdigest()})
+    monkeypatch.setitem(data.REGISTRY, "toymnist", entry)
+    monkeypatch.setenv("PETS_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataFormatError, match="not 64 x 64"):
+        data.load("toymnist", "test", image_size=64)
+
+
+def test_register_validates_and_returns_the_replaced_entry(monkeypatch):
+    monkeypatch.setattr(data, "REGISTRY", dict(data.REGISTRY))
+    import pets_lite.catalog as catalog
+
+    monkeypatch.setattr(catalog, "REGISTRY", data.REGISTRY)
+    good = data.FlagInfo("mine", "a" * 32, "binary-class", 1, {0: "x", 1: "y"})
+    assert data.register(good) is None and data.info("mine") is good
+    with pytest.raises(data.DataError, match="32 lower-case hex"):
+        data.register(data.FlagInfo("mine", "XYZ", "binary-class", 1, {0: "x"}))
+    with pytest.raises(data.DataError, match="no official MedMNIST file"):
+        data.register(data.FlagInfo("mine", "a" * 32, "binary-class", 1, {0: "x"},
+                                    md5_by_size={96: "b" * 32}))
+
+
+def test_pets_size_is_read_by_config(monkeypatch):
+    from pets_lite import config
+
+    monkeypatch.delenv("PETS_SIZE", raising=False)
+    assert config.image_size() == 28
+    monkeypatch.setenv("PETS_SIZE", "128")
+    assert config.image_size() == 128
+    monkeypatch.setenv("PETS_SIZE", "big")
+    with pytest.raises(ValueError, match="PETS_SIZE must be"):
+        config.image_size()
