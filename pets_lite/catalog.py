@@ -1,9 +1,11 @@
 """The catalogue of MedMNIST 2D data sets: every official file, its address and its MD5 sum.
 
 The flags, URLs and MD5 sums are those of ``medmnist.INFO`` in medmnist 3.0.2 (Zenodo record
-10519652): the 28 x 28 files, byte-identical to MedMNIST v2's, and the MedMNIST+ files at 64, 128
-and 224 px (``<flag>_<size>.npz``). :mod:`pets_lite.data` resolves, verifies and loads them;
-:func:`register` adds an entry of your own (a test registers a small file and its checksum).
+10519652): the 28 x 28 files and the MedMNIST+ files at 64, 128 and 224 px
+(``<flag>_<size>.npz``). The 28 px files of PneumoniaMNIST and BreastMNIST are MedMNIST v2's byte
+for byte; those of OrganA/C/SMNIST in this record are not (other MD5 sums and sample counts than
+v2 listed). :mod:`pets_lite.data` resolves, verifies and loads them; :func:`register` adds an
+entry of your own (a test registers a small file and its checksum).
 """
 
 from __future__ import annotations
