@@ -3,6 +3,7 @@
 #             included), then the mutation harness
 # make mutants  every mutant of tests/mutants/registry.py against the tests that must catch it
 # make lint   ruff over the library, tests, scripts and notebooks
+# make readme rewrite the README's notebook table from the last `make book`
 # make lab    set up .venv (first time), open the notebooks in JupyterLab
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -23,7 +24,7 @@ export PETS_DATA_DIR := $(SHARED_DATA)
 endif
 endif
 
-.PHONY: book test lab data install clean mutants lint
+.PHONY: book test lab data install clean mutants lint readme
 
 install: $(STAMP)
 
@@ -53,6 +54,9 @@ test: $(STAMP)
 
 mutants: $(STAMP)
 	$(PY) tests/mutants/run.py $(MUTANT_ARGS)
+
+readme: $(STAMP)
+	$(PY) book/readme_table.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
