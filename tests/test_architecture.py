@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pets_lite"
 
-LOWER = {"config", "net", "netns", "relay", "metrics", "recipes", "results", "catalog", "data",
+LOWER = {"config", "net", "netns", "relay", "pki", "metrics", "recipes", "results", "catalog", "data",
          "models", "train"}
 PET = {"deid", "dp", "clipping", "fl", "he", "smpc", "crypten_compat", "split", "tee"}
 MEASUREMENT = {"attacks", "inversion", "leakcheck"}

@@ -26,4 +26,9 @@ MUTANTS = [
          new="            self._made.pop()",
          tests=("tests/test_netns.py::test_namespaces_are_removed_when_the_block_fails",),
          why="a run leaves network namespaces (and their processes' network) behind"),
+    dict(name="keys-world-readable", chapter="lib", file="pki.py",
+         old="os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)",
+         new="os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)",
+         tests=("tests/test_pki.py::test_everything_is_private_and_never_overwritten",),
+         why="private keys of the CA and the hospitals readable by every user of the host"),
 ]
