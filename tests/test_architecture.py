@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pets_lite"
 
-LOWER = {"config", "net", "netns", "relay", "pki", "metrics", "recipes", "results", "catalog", "data",
-         "models", "train"}
+LOWER = {"config", "net", "netns", "relay", "pki", "metrics", "recipes", "results", "catalog",
+         "data", "models", "train"}
 PET = {"deid", "dp", "clipping", "fl", "he", "smpc", "crypten_compat", "split", "tee"}
 MEASUREMENT = {"attacks", "inversion", "leakcheck"}
 TOP = {"pipeline", "viz", "nbrun"}
