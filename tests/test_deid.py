@@ -52,8 +52,9 @@ def test_every_shipped_file_is_handled(shipped):
         assert src in msg, f"error must name the file: {msg}"
         expected = EXPECTED_FAILURES.get(name, UNDECODABLE_HERE)
         assert expected in msg, f"{name}: unexpected failure {msg}"
-    for name in ("examples_palette.dcm", "examples_rgb_color.dcm", "examples_overlay.dcm", "CT_small.dcm",
-                 "rtstruct.dcm", "waveform_ecg.dcm", "DICOMDIR", "priv_SQ.dcm", "UN_sequence.dcm"):
+    for name in ("examples_palette.dcm", "examples_rgb_color.dcm", "examples_overlay.dcm",
+                 "CT_small.dcm", "rtstruct.dcm", "waveform_ecg.dcm", "DICOMDIR", "priv_SQ.dcm",
+                 "UN_sequence.dcm"):
         assert any(Path(r.source).name == name for r in shipped.reports), name
 
 
@@ -90,7 +91,8 @@ def test_uids_are_valid_consistent_and_keyed(shipped):
     c, _ = deid.deidentify(ds, OTHER)
     for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
         assert a[kw].value == b[kw].value != c[kw].value
-        assert a[kw].value.startswith("2.25.") and len(a[kw].value) <= 64 and UID_RE.match(a[kw].value)
+        value = a[kw].value
+        assert value.startswith("2.25.") and len(value) <= 64 and UID_RE.match(value)
     assert a.file_meta.MediaStorageSOPInstanceUID == a.SOPInstanceUID
     assert a.PatientID == b.PatientID != c.PatientID
     assert a.PatientID == deid.pseudonym(ds.PatientID, KEY)      # re-linkable by the key holder
@@ -104,7 +106,8 @@ def test_same_key_same_outputs_other_key_none_in_common(tmp_path):
         values = set()
         for r in res.reports:
             d = pydicom.dcmread(r.output)
-            values |= {str(e.value) for e in d.iterall() if e.VR == "UI" and str(e.value).startswith("2.25.")}
+            values |= {str(e.value) for e in d.iterall()
+                       if e.VR == "UI" and str(e.value).startswith("2.25.")}
             values.add(str(d.PatientID))
         runs[name] = values
     assert runs["a1"] == runs["a2"] and len(runs["a1"]) > 20
@@ -131,7 +134,8 @@ def test_study_structure_and_date_intervals_survive(shipped):
             assert d.ContentDate == deid.shift_date(o.ContentDate, shift)
             assert d.LongitudinalTemporalInformationModified == "MODIFIED"
     # folders named after a patient ID carry the pseudonym instead
-    out_root = Path(shipped.reports[0].output).parents[len(Path(shipped.reports[0].source).relative_to(FILES).parts) - 1]
+    first = shipped.reports[0]
+    out_root = Path(first.output).parents[len(Path(first.source).relative_to(FILES).parts) - 1]
     names = {p.name for p in (out_root / "dicomdirtests").iterdir()}
     assert "77654033" not in names and deid.pseudonym("77654033", KEY) in names
 
@@ -160,7 +164,8 @@ def test_burned_in_text_is_found_masked_and_nothing_else_changes(shipped):
             inside[b.top:b.bottom, b.left:b.right] = True
         assert np.array_equal(before[~inside], after[~inside]), name
         assert not np.array_equal(before[inside], after[inside]), name
-        assert any(c.CodeValue == "113101" for c in pydicom.dcmread(r.output).DeidentificationMethodCodeSequence)
+        codes = pydicom.dcmread(r.output).DeidentificationMethodCodeSequence
+        assert any(c.CodeValue == "113101" for c in codes)
     # the header band of the palette ultrasound (ID and date): its bright text pixels are covered
     ds = _read(FILES / "examples_palette.dcm")
     lum, _ = deid.display_planes(ds, ds.pixel_array)
@@ -210,7 +215,8 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(deid.DeidError, match=r"JPEGLSNearLossless_08\.dcm: cannot decode.*JPEG-LS"):
         deid.deidentify_file(FILES / "JPEGLSNearLossless_08.dcm", tmp_path / "o4.dcm", KEY)
     # skipping the pixel check is an explicit choice, then the header is still de-identified
-    r = deid.deidentify_file(FILES / "JPEGLSNearLossless_08.dcm", tmp_path / "o5.dcm", KEY, burned_in="skip")
+    r = deid.deidentify_file(FILES / "JPEGLSNearLossless_08.dcm", tmp_path / "o5.dcm", KEY,
+                             burned_in="skip")
     assert r.boxes == [] and Path(r.output).exists()
     with pytest.raises(ValueError, match="at least 16 bytes"):
         deid.deidentify(_read(FILES / "CT_small.dcm"), b"short")
