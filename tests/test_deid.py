@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.data import DATA_ROOT
 
-from pets_lite import deid
+from pets_lite import deid, leakcheck
 
 FILES = Path(DATA_ROOT) / "test_files"
 TREE = FILES / "dicomdirtests"
@@ -69,6 +69,15 @@ def test_no_identifying_value_survives_anywhere(shipped):
         assert out.PatientIdentityRemoved == "YES"
         assert not any(e.tag.is_private for e in out.iterall()), r.source
     assert checked > 1000
+
+
+def test_the_independent_checker_finds_no_leak_in_any_shipped_output(shipped):
+    """pets_lite.leakcheck (which shares nothing with deid) over every output, dates shifted."""
+    reports = leakcheck.check_pairs([(r.source, r.output) for r in shipped.reports],
+                                    leakcheck.Retention(frozenset("m")))
+    totals = leakcheck.summary(reports)
+    assert totals["leaks"] == 0, [(r.source, r.leaks) for r in reports if r.leaks]
+    assert totals["values checked"] > 2500 and totals["files"] >= 140
 
 
 def test_scanner_catches_a_value_when_one_attribute_is_not_deidentified():

@@ -196,7 +196,8 @@ class Report:
 
 def deidentify(ds: Dataset, key: bytes | str, *, shift_dates: bool = False,
                retain_patient_characteristics: bool = False, retain_device_identity: bool = False,
-               clean_descriptors: bool = False, keep_private: Iterable[tuple[str, int]] = (),
+               retain_institution_identity: bool = False, clean_descriptors: bool = False,
+               keep_private: Iterable[tuple[str, int]] = (),
                burned_in: str = "mask", overrides: dict[str, str] | None = None,
                source: str = "<dataset>", patient: str | None = None,
                **detector) -> tuple[Dataset, Report]:
@@ -213,7 +214,7 @@ def deidentify(ds: Dataset, key: bytes | str, *, shift_dates: bool = False,
     key = as_key(key)
     out = copy.deepcopy(ds)
     profile = build_profile(retain_patient_characteristics, retain_device_identity,
-                            clean_descriptors, overrides)
+                            clean_descriptors, overrides, retain_institution_identity)
     pkey = patient_key(ds) if patient is None else patient
     ctx = Context(key=key, profile=profile, shift_dates=shift_dates,
                   keep_private=frozenset((str(c), int(e)) for c, e in keep_private),
@@ -245,6 +246,7 @@ def deidentify(ds: Dataset, key: bytes | str, *, shift_dates: bool = False,
     options = [n for n, on in (("shift_dates", shift_dates),
                                ("retain_patient_characteristics", retain_patient_characteristics),
                                ("retain_device_identity", retain_device_identity),
+                               ("retain_institution_identity", retain_institution_identity),
                                ("clean_descriptors", clean_descriptors),
                                ("keep_private", bool(ctx.keep_private))) if on]
     stamp(out, options, masked)

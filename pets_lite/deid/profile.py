@@ -5,7 +5,8 @@ attribute, an action code (``D`` dummy, ``Z`` zero length, ``X`` remove, ``K`` k
 ``U`` replace UID). :data:`BASIC_PROFILE` holds that table as data; the compound codes the standard
 allows (``X/Z``, ``Z/D``, ``X/Z/D``, ``X/D``, ``X/Z/U*``) are resolved by :data:`COMPOUND`; options
 are override tables (:data:`OPTIONS`). :func:`build_profile` resolves it all into one
-keyword -> action table and :func:`action_for` gives the action of one element.
+keyword -> action table and :func:`action_for` gives the action of one element. The table
+itself (617 attributes of the 2025 edition) is in :mod:`pets_lite.deid.table`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from __future__ import annotations
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.uid import UID_dictionary
+
+from .table import (
+    BASIC_PROFILE,
+    CLEAN_DESCRIPTORS,
+    RETAIN_DEVICE_IDENTITY,
+    RETAIN_INSTITUTION_IDENTITY,
+    RETAIN_PATIENT_CHARACTERISTICS,
+)
 
 #: Action codes of PS3.15 Annex E.
 ACTIONS = {"D": "replace with a dummy value", "Z": "replace with a zero-length value",
@@ -22,102 +31,6 @@ ACTIONS = {"D": "replace with a dummy value", "Z": "replace with a zero-length v
 #: How the standard's compound codes resolve when the IOD's attribute type is not looked up:
 #: the most protective choice that keeps a type 2 attribute present.
 COMPOUND = {"Z/D": "D", "X/D": "D", "X/Z": "Z", "X/Z/D": "Z", "X/Z/U*": "U", "U*": "U"}
-
-#: PS3.15 Table E.1-1, Basic Profile column: keyword -> action code (as printed in the standard).
-BASIC_PROFILE: dict[str, str] = {
-    "AccessionNumber": "Z", "AcquisitionComments": "X", "AcquisitionContextSequence": "X",
-    "AcquisitionDate": "X/Z", "AcquisitionDateTime": "X/D",
-    "AcquisitionDeviceProcessingDescription": "X/D", "AcquisitionProtocolDescription": "X",
-    "AcquisitionTime": "X/Z", "ActualHumanPerformersSequence": "X",
-    "AdditionalPatientHistory": "X", "AdmissionID": "X", "AdmittingDate": "X",
-    "AdmittingDiagnosesCodeSequence": "X", "AdmittingDiagnosesDescription": "X",
-    "AdmittingTime": "X", "AffectedSOPInstanceUID": "X", "Allergies": "X", "Arbitrary": "X",
-    "AuthorObserverSequence": "X", "BranchOfService": "X", "CassetteID": "X",
-    "ConcatenationUID": "U", "ConfidentialityConstraintOnPatientDataDescription": "X",
-    "ContentCreatorName": "Z", "ContentCreatorIdentificationCodeSequence": "X",
-    "ContentDate": "Z/D", "ContentSequence": "X", "ContentTime": "Z/D",
-    "ContextGroupExtensionCreatorUID": "U", "ContrastBolusAgent": "Z/D",
-    "ContributionDateTime": "X/D", "ContributionDescription": "X", "CountryOfResidence": "X",
-    "CreatorVersionUID": "U", "CurrentPatientLocation": "X", "CurveDate": "X", "CurveTime": "X",
-    "CustodialOrganizationSequence": "X", "DataSetTrailingPadding": "X",
-    "DerivationDescription": "X", "DetectorID": "X/D", "DeviceSerialNumber": "X/Z/D",
-    "DeviceUID": "U", "DigitalSignaturesSequence": "X", "DimensionOrganizationUID": "U",
-    "DischargeDiagnosisDescription": "X", "DistributionAddress": "X", "DistributionName": "X",
-    "DoseReferenceUID": "U", "EthnicGroup": "X", "FailedSOPInstanceUIDList": "U",
-    "FiducialUID": "U", "FillerOrderNumberImagingServiceRequest": "Z", "FrameComments": "X",
-    "FrameOfReferenceUID": "U", "GantryID": "X", "GeneratorID": "X",
-    "GraphicAnnotationSequence": "D", "HumanPerformerName": "X", "HumanPerformerOrganization": "X",
-    "IconImageSequence": "X", "IdentifyingComments": "X", "ImageComments": "X",
-    "ImagePresentationComments": "X", "ImagingServiceRequestComments": "X", "Impressions": "X",
-    "InstanceCreationDate": "X/D", "InstanceCreationTime": "X/Z/D", "InstanceCreatorUID": "U",
-    "InstitutionAddress": "X", "InstitutionCodeSequence": "X/Z/D", "InstitutionName": "X/Z/D",
-    "InstitutionalDepartmentName": "X", "InsurancePlanIdentification": "X",
-    "IntendedRecipientsOfResultsIdentificationSequence": "X",
-    "InterpretationApproverSequence": "X", "InterpretationAuthor": "X",
-    "InterpretationDiagnosisDescription": "X", "InterpretationIDIssuer": "X",
-    "InterpretationRecorder": "X", "InterpretationText": "X", "InterpretationTranscriber": "X",
-    "IrradiationEventUID": "U", "IssuerOfAdmissionID": "X", "IssuerOfPatientID": "X",
-    "IssuerOfServiceEpisodeID": "X", "LargePaletteColorLookupTableUID": "U", "MAC": "X",
-    "MediaStorageSOPInstanceUID": "U", "MedicalAlerts": "X", "MedicalRecordLocator": "X",
-    "MilitaryRank": "X", "ModifiedAttributesSequence": "X", "ModifiedImageDescription": "X",
-    "ModifyingDeviceID": "X", "ModifyingDeviceManufacturer": "X",
-    "NameOfPhysiciansReadingStudy": "X", "NamesOfIntendedRecipientsOfResults": "X",
-    "Occupation": "X", "OperatorIdentificationSequence": "X", "OperatorsName": "X/Z/D",
-    "OriginalAttributesSequence": "X", "OrderCallbackPhoneNumber": "X", "OrderEnteredBy": "X",
-    "OrderEntererLocation": "X", "OtherPatientIDs": "X", "OtherPatientIDsSequence": "X",
-    "OtherPatientNames": "X", "ParticipantSequence": "X", "PatientAddress": "X", "PatientAge": "X",
-    "PatientBirthDate": "Z", "PatientBirthName": "X", "PatientBirthTime": "X",
-    "PatientComments": "X", "PatientID": "Z", "PatientInsurancePlanCodeSequence": "X",
-    "PatientMotherBirthName": "X", "PatientName": "Z", "PatientPrimaryLanguageCodeSequence": "X",
-    "PatientReligiousPreference": "X", "PatientSex": "Z", "PatientSexNeutered": "X/Z",
-    "PatientSize": "X", "PatientState": "X", "PatientTelephoneNumbers": "X",
-    "PatientTelecomInformation": "X", "PatientTransportArrangements": "X", "PatientWeight": "X",
-    "PerformedLocation": "X", "PerformedProcedureStepDescription": "X",
-    "PerformedProcedureStepEndDate": "X", "PerformedProcedureStepID": "X",
-    "PerformedProcedureStepStartDate": "X", "PerformedProcedureStepStartTime": "X",
-    "PerformedStationAETitle": "X", "PerformedStationGeographicLocationCodeSequence": "X",
-    "PerformedStationName": "X", "PerformingPhysicianIdentificationSequence": "X",
-    "PerformingPhysicianName": "X", "PersonAddress": "X", "PersonIdentificationCodeSequence": "D",
-    "PersonName": "D", "PersonTelephoneNumbers": "X", "PhysicianApprovingInterpretation": "X",
-    "PhysiciansOfRecord": "X", "PhysiciansOfRecordIdentificationSequence": "X",
-    "PhysiciansReadingStudyIdentificationSequence": "X",
-    "PlacerOrderNumberImagingServiceRequest": "Z", "PlateID": "X", "PreMedication": "X",
-    "PregnancyStatus": "X", "ProtocolName": "X/D", "ReasonForTheImagingServiceRequest": "X",
-    "ReasonForStudy": "X", "ReferencedDigitalSignatureSequence": "X",
-    "ReferencedFrameOfReferenceUID": "U",
-    "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID": "U",
-    "ReferencedImageSequence": "X/Z/U*", "ReferencedPatientAliasSequence": "X",
-    "ReferencedPatientSequence": "X", "ReferencedPerformedProcedureStepSequence": "X/Z/D",
-    "ReferencedSOPInstanceMACSequence": "X", "ReferencedSOPInstanceUID": "U",
-    "ReferencedSOPInstanceUIDInFile": "U", "ReferencedStudySequence": "X/Z",
-    "ReferringPhysicianAddress": "X", "ReferringPhysicianIdentificationSequence": "X",
-    "ReferringPhysicianName": "Z", "ReferringPhysicianTelephoneNumbers": "X",
-    "RegionOfResidence": "X", "RelatedFrameOfReferenceUID": "U", "RequestAttributesSequence": "X",
-    "RequestedContrastAgent": "X", "RequestedProcedureComments": "X",
-    "RequestedProcedureDescription": "X/Z", "RequestedProcedureID": "X",
-    "RequestedProcedureLocation": "X", "RequestedSOPInstanceUID": "U", "RequestingPhysician": "X",
-    "RequestingService": "X", "ResponsibleOrganization": "X", "ResponsiblePerson": "X",
-    "ResultsComments": "X", "ResultsDistributionListSequence": "X", "ResultsIDIssuer": "X",
-    "ReviewerName": "X/Z", "ScheduledHumanPerformersSequence": "X",
-    "ScheduledPatientInstitutionResidence": "X",
-    "ScheduledPerformingPhysicianIdentificationSequence": "X",
-    "ScheduledPerformingPhysicianName": "X", "ScheduledProcedureStepDescription": "X",
-    "ScheduledProcedureStepEndDate": "X", "ScheduledProcedureStepLocation": "X",
-    "ScheduledProcedureStepStartDate": "X", "ScheduledStationAETitle": "X",
-    "ScheduledStationGeographicLocationCodeSequence": "X", "ScheduledStationName": "X",
-    "ScheduledStationNameCodeSequence": "X", "SeriesDate": "X", "SeriesDescription": "X",
-    "SeriesInstanceUID": "U", "SeriesTime": "X", "ServiceEpisodeDescription": "X",
-    "ServiceEpisodeID": "X", "SmokingStatus": "X", "SOPInstanceUID": "U",
-    "SourceImageSequence": "X/Z/U*", "SpecialNeeds": "X", "StationName": "X/Z/D",
-    "StorageMediaFileSetUID": "U", "StudyComments": "X", "StudyDate": "Z", "StudyDescription": "X",
-    "StudyID": "Z", "StudyIDIssuer": "X", "StudyInstanceUID": "U", "StudyTime": "Z",
-    "SynchronizationFrameOfReferenceUID": "U", "TemplateExtensionCreatorUID": "U",
-    "TemplateExtensionOrganizationUID": "U", "TextComments": "X", "TextString": "X",
-    "TimezoneOffsetFromUTC": "X", "TopicAuthor": "X", "TopicKeywords": "X", "TopicSubject": "X",
-    "TopicTitle": "X", "TransactionUID": "U", "UID": "U",
-    "VerifyingObserverIdentificationCodeSequence": "Z", "VerifyingObserverName": "D",
-    "VerifyingObserverSequence": "D", "VerifyingOrganization": "X", "VisitComments": "X",
-}
 
 #: Repeating groups of Table E.1-1: (group mask, group value, element or None for all) -> action.
 #: Curve data (50xx,xxxx) and overlay data and comments (60xx,3000), (60xx,4000) are removed.
@@ -131,7 +44,14 @@ PROJECT_ADDITIONS: dict[str, tuple[str, str]] = {
                                           "device"),
     "RetrieveAETitle": ("X", "names the archive node"),
     "StationAETitle": ("X", "names the acquiring station"),
+    "ModifyingDeviceManufacturer": ("X", "names who modified the data; not in the 2025 table"),
+    "ContextGroupExtensionCreatorUID": ("U", "a UID of the organisation that extended a context "
+                                             "group; not in the 2025 table"),
+    "CreatorVersionUID": ("U", "a UID of the creating software's version; not in the 2025 "
+                               "table"),
     "ReferencedFileID": ("C", "DICOMDIR paths often use the patient ID as a folder name"),
+    "ContentSequence": ("X", "the table's D asks for dummy content; without the Clean Structured "
+                             "Content option a report's text is removed, not kept"),
     "PatientIdentityRemoved": ("K", "set by this module"),
     "DeidentificationMethod": ("K", "set by this module"),
     "DeidentificationMethodCodeSequence": ("K", "set by this module"),
@@ -141,19 +61,13 @@ PROJECT_ADDITIONS: dict[str, tuple[str, str]] = {
 #: Annex E is a list of known attributes; these keep unknown ones from leaking).
 VR_FALLBACK: dict[str, str] = {"UI": "U", "PN": "Z", "DA": "Z", "DT": "Z"}
 
-#: Options of Annex E this module implements: name -> {keyword: action} overrides.
+#: Options of Annex E this module implements: name -> {keyword: action} overrides (the option
+#: columns of Table E.1-1).
 OPTIONS: dict[str, dict[str, str]] = {
-    "retain_patient_characteristics": {k: "K" for k in (
-        "PatientAge", "PatientSex", "PatientSize", "PatientWeight", "EthnicGroup", "SmokingStatus",
-        "PregnancyStatus", "PatientSexNeutered")},
-    "retain_device_identity": {k: "K" for k in (
-        "DeviceSerialNumber", "StationName", "DetectorID", "GantryID", "GeneratorID", "PlateID",
-        "CassetteID", "DeviceUID")},
-    "clean_descriptors": {k: "C" for k in (
-        "StudyDescription", "SeriesDescription", "ProtocolName", "ImageComments",
-        "AcquisitionDeviceProcessingDescription", "DerivationDescription",
-        "PerformedProcedureStepDescription", "RequestedProcedureDescription",
-        "ContrastBolusAgent")},
+    "retain_patient_characteristics": RETAIN_PATIENT_CHARACTERISTICS,
+    "retain_device_identity": RETAIN_DEVICE_IDENTITY,
+    "retain_institution_identity": RETAIN_INSTITUTION_IDENTITY,
+    "clean_descriptors": CLEAN_DESCRIPTORS,
 }
 
 #: DICOM codes (scheme DCM, CID 7050) recorded in DeidentificationMethodCodeSequence.
@@ -164,6 +78,7 @@ METHOD_CODES = {
     "shift_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
     "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
     "retain_device_identity": ("113109", "Retain Device Identity Option"),
+    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
     "keep_private": ("113111", "Retain Safe Private Option"),
 }
 
@@ -185,13 +100,15 @@ def resolve(code: str) -> str:
 
 def build_profile(retain_patient_characteristics: bool = False,
                   retain_device_identity: bool = False, clean_descriptors: bool = False,
-                  overrides: dict[str, str] | None = None) -> dict[str, str]:
+                  overrides: dict[str, str] | None = None,
+                  retain_institution_identity: bool = False) -> dict[str, str]:
     """The resolved keyword -> action table: Basic Profile, our additions, options, then
     overrides."""
     table = {k: resolve(v) for k, v in BASIC_PROFILE.items()}
     table.update({k: v for k, (v, _why) in PROJECT_ADDITIONS.items()})
     for name, on in (("retain_patient_characteristics", retain_patient_characteristics),
                      ("retain_device_identity", retain_device_identity),
+                     ("retain_institution_identity", retain_institution_identity),
                      ("clean_descriptors", clean_descriptors)):
         if on:
             table.update(OPTIONS[name])
