@@ -196,11 +196,11 @@ REPEATING: dict[tuple[int, int, int | None], str] = {
 
 #: Attributes Table E.1-1 does not list whose identity-carrying values describe a coded concept,
 #: a product, the acquisition technique or the display, not a person, a place or an instance: a
-#: strict profile may keep them (and in both modes these UIDs and DTs are not instance data).
+#: strict profile may keep them (and in both modes the UIDs among them are not instance data).
 DESCRIPTIVE = frozenset({
     # coded concepts (PS3.3 section 8)
-    0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080106, 0x00080107, 0x00080115,
-    0x00080116, 0x00080119, 0x00080120, 0x00080122,
+    0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080115, 0x00080116, 0x00080119,
+    0x00080120, 0x00080122,
     # the writing software, the product
     0x00020012, 0x00020013, 0x00080070, 0x00081090, 0x00181020,
     # acquisition technique

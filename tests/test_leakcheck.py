@@ -189,3 +189,39 @@ def test_datasets_never_saved_can_be_checked_and_a_kept_birth_date_is_caught():
     assert report.leaks[0].where == "(0010,0030)" and report.source == "<bytes>"
     clean, _ = deid.deidentify(ecg, KEY)
     assert leakcheck.check_datasets(ecg, clean).ok
+
+
+def test_the_allowlist_profile_passes_the_strict_check_the_basic_profile_does_not(tmp_path):
+    strict = leakcheck.Retention(mode="strict")
+    flagged = 0
+    for name in EXAMPLES:
+        src = FILES / name
+        allow = tmp_path / f"allow-{name}"
+        deid.deidentify_file(src, allow, KEY, profile_name="allowlist")
+        assert leakcheck.check_file(src, allow, strict).leaks == [], name
+        basic = tmp_path / f"basic-{name}"
+        deid.deidentify_file(src, basic, KEY)
+        flagged += len(leakcheck.check_file(src, basic, strict).leaks)
+        assert leakcheck.check_file(src, basic).ok, name          # Annex E's own reading
+    assert flagged >= 3, "the Basic Profile keeps free text the table does not name"
+    # and what the allow-list keeps by name, the strict checker allows
+    for kw in deid.SAFE_ATTRIBUTES:
+        tag = tag_for_keyword(kw)
+        assert strict.retains(tag, dictionary_VR(tag), b"x"), kw
+
+
+def test_clean_descriptors_drops_names_ids_places_and_dates_and_keeps_the_rest(tmp_path):
+    ct = pydicom.dcmread(FILES / "CT_small.dcm")
+    ct.StudyDescription = (f"CT HEAD {ct.InstitutionName} 19/01/2004 pt CompressedSamples "
+                           f"{ct.PatientID} follow-up")
+    src = tmp_path / "ct.dcm"
+    ct.save_as(src)
+    out, _ = deid.deidentify(ct, KEY, clean_descriptors=True)
+    text = str(out.StudyDescription)
+    assert text.startswith("CT HEAD") and text.endswith("follow-up") and "[date]" in text
+    for gone in (str(ct.InstitutionName), "19/01/2004", "CompressedSamples", str(ct.PatientID)):
+        assert gone not in text, gone
+    assert deid.pseudonym(ct.PatientID, KEY) in text            # the ID, pseudonymised
+    assert leakcheck.check_datasets(ct, out, leakcheck.Retention(frozenset("c"))).ok
+    plain, _ = deid.deidentify(ct, KEY)
+    assert "StudyDescription" not in plain                     # the Basic Profile removes it

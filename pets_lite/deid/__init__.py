@@ -30,6 +30,9 @@ folders    a study tree
 scan       the de-identifier's own check of its output (the independent one is
            :mod:`pets_lite.leakcheck`)
 measures   what remains: study linkage, date intervals, k-anonymity
+syntax     transfer syntaxes: big endian to little, re-encoding masked pixels
+table      Table E.1-1 itself, as data
+cli        the command ``pets-lite-deid`` (``python -m pets_lite.deid``)
 ========== ====================================================================================
 """
 
@@ -39,62 +42,67 @@ from .files import deidentify_file, read_dicom
 from .folders import FolderResult, deidentify_folder, dicom_files, looks_dicom
 from .keys import DeidError, date_offset, keyed_uid, pseudonym, shift_date
 from .measures import (
-                       QUASI_IDENTIFIERS,
-                       k_anonymity,
-                       k_anonymity_table,
-                       quasi_identifier_rows,
-                       quasi_identifiers,
-                       study_linkage,
+    QUASI_IDENTIFIERS,
+    k_anonymity,
+    k_anonymity_table,
+    quasi_identifier_rows,
+    quasi_identifiers,
+    study_linkage,
 )
 from .pixels import (
-                       Box,
-                       box_mask,
-                       decoded_pixels,
-                       detect_text,
-                       display_image,
-                       display_planes,
-                       find_burned_in_text,
-                       find_overlay_text,
-                       frame_stack,
-                       mask_boxes,
-                       masking_summary,
-                       merge_boxes,
+    Box,
+    box_mask,
+    decoded_pixels,
+    detect_text,
+    display_image,
+    display_planes,
+    find_burned_in_text,
+    find_overlay_text,
+    frame_stack,
+    mask_boxes,
+    masking_summary,
+    merge_boxes,
 )
 from .profile import (
-                       ACTIONS,
-                       BASIC_PROFILE,
-                       COMPOUND,
-                       METHOD_CODES,
-                       OPTIONS,
-                       PROJECT_ADDITIONS,
-                       REPEATING_GROUPS,
-                       VR_FALLBACK,
-                       action_for,
-                       build_profile,
-                       element_values,
-                       is_standard_uid,
-                       resolve,
+    ACTIONS,
+    ALLOWLIST_FALLBACK,
+    BASIC_PROFILE,
+    COMPOUND,
+    METHOD_CODES,
+    OPTIONS,
+    PROFILES,
+    PROJECT_ADDITIONS,
+    REPEATING_GROUPS,
+    SAFE_ATTRIBUTES,
+    VR_FALLBACK,
+    action_for,
+    build_profile,
+    element_values,
+    is_standard_uid,
+    resolve,
 )
 from .scan import (
-                       IDENTIFYING_KEYWORDS,
-                       NON_IDENTIFYING_KEPT,
-                       identifying_values,
-                       is_uid_like,
-                       leaked_values,
-                       retained_public_values,
-                       searchable_text,
+    IDENTIFYING_KEYWORDS,
+    NON_IDENTIFYING_KEPT,
+    identifying_values,
+    is_uid_like,
+    leaked_values,
+    retained_public_values,
+    searchable_text,
 )
+from .syntax import RE_ENCODE, re_encode, syntax_name, to_little_endian, transfer_syntax
 
 __all__ = [
-    "ACTIONS", "BASIC_PROFILE", "COMPOUND", "DICOMDIR_SOP_CLASS", "DUMMY", "IDENTIFYING_KEYWORDS",
-    "METHOD_CODES", "NON_IDENTIFYING_KEPT", "OPTIONS", "PROJECT_ADDITIONS", "QUASI_IDENTIFIERS",
-    "REPEATING_GROUPS", "VR_FALLBACK", "Box", "Context", "DeidError", "FolderResult", "Report",
-    "action_for", "box_mask", "build_profile", "date_offset", "decoded_pixels", "deidentify",
-    "deidentify_dicomdir", "deidentify_file", "deidentify_folder", "detect_text", "dicom_files",
-    "display_image", "display_planes", "element_values", "find_burned_in_text",
+    "ACTIONS", "ALLOWLIST_FALLBACK", "BASIC_PROFILE", "Box", "COMPOUND", "Context",
+    "DICOMDIR_SOP_CLASS", "DUMMY", "DeidError", "FolderResult", "IDENTIFYING_KEYWORDS",
+    "METHOD_CODES", "NON_IDENTIFYING_KEPT", "OPTIONS", "PROFILES", "PROJECT_ADDITIONS",
+    "QUASI_IDENTIFIERS", "REPEATING_GROUPS", "RE_ENCODE", "Report", "SAFE_ATTRIBUTES",
+    "VR_FALLBACK", "action_for", "box_mask", "build_profile", "date_offset", "decoded_pixels",
+    "deidentify", "deidentify_dicomdir", "deidentify_file", "deidentify_folder", "detect_text",
+    "dicom_files", "display_image", "display_planes", "element_values", "find_burned_in_text",
     "find_overlay_text", "frame_stack", "identifying_values", "is_standard_uid", "is_uid_like",
     "k_anonymity", "k_anonymity_table", "keyed_uid", "leaked_values", "looks_dicom", "mask_boxes",
     "masking_summary", "merge_boxes", "pseudonym", "quasi_identifier_rows", "quasi_identifiers",
-    "read_dicom", "resolve", "retained_public_values", "searchable_text", "shift_date",
-    "study_linkage",
+    "re_encode", "read_dicom", "resolve", "retained_public_values", "searchable_text",
+    "shift_date", "study_linkage", "syntax_name", "to_little_endian", "transfer_syntax",
 ]

@@ -19,14 +19,17 @@ from pydicom.sequence import Sequence
 from .keys import as_key, date_offset, keyed_uid, mac, pseudonym, shift_date
 from .pixels import Box, find_burned_in_text, find_overlay_text, mask_boxes
 from .profile import (
+    ALLOWLIST_FALLBACK,
     FREE_TEXT_VRS,
     METHOD_CODES,
     TEXT_VRS,
+    VR_FALLBACK,
     action_for,
     build_profile,
     element_values,
     is_standard_uid,
 )
+from .syntax import re_encode, syntax_name, to_little_endian, transfer_syntax
 
 #: Dummy values (action D) by value representation.
 DUMMY = {"DA": "19000101", "TM": "000000.00", "DT": "19000101000000", "PN": "ANONYMOUS",
@@ -44,6 +47,7 @@ class Context:
 
     key: bytes
     profile: dict[str, str]
+    fallback: dict[str, str] = field(default_factory=lambda: dict(VR_FALLBACK))
     shift_dates: bool = False
     keep_private: frozenset = frozenset()   # {(private creator, element low byte)}
     days: int = 0
@@ -110,7 +114,7 @@ def apply_profile(ds: Dataset, ctx: Context) -> None:
         if tag.is_private and keeps_private(ds, elem, ctx):
             ctx.counts["K(private)"] += 1
             continue
-        code = action_for(elem, ctx.profile)
+        code = action_for(elem, ctx.profile, ctx.fallback)
         if (elem.VR in ("DA", "DT") and ctx.shift_dates and code in ("D", "Z")
                 and element_values(elem)):
             code = "D"      # modified-dates option: shift instead of blanking
@@ -145,20 +149,46 @@ def patient_key(ds: Dataset) -> str:
     return str(ds.get("PatientID", "") or ds.get("PatientName", "") or "")
 
 
-def replacements(ds: Dataset, key: bytes) -> dict[str, str]:
-    """Identifying strings of ``ds`` (names, IDs) and what the clean action puts in their place."""
+def replacements(ds: Dataset, key: bytes, profile: dict[str, str] | None = None
+                 ) -> dict[str, str]:
+    """Identifying strings of ``ds`` and what the clean action (C) puts in their place.
+
+    IDs become keyed tokens (the patient ID its pseudonym), name components vanish; with a
+    ``profile``, so does any value of at least four characters that the profile removes or
+    replaces in a named attribute (an institution, a station, a protocol name), unless the same
+    text stands in plain in an attribute the table does not name (``TOSHIBA`` as a manufacturer),
+    and each date of the dataset, written as ``YYYYMMDD``, ``YYYY-MM-DD``, ``DD/MM/YYYY`` or
+    ``DD.MM.YYYY``, becomes ``[date]``."""
     out = {}
     for kw in ("PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID"):
         for v in element_values(ds[kw]) if kw in ds else []:
             if len(str(v).strip()) >= 3:
-                out[str(v).strip()] = (pseudonym(str(v), key) if kw == "PatientID" else
-                                       "ID" + mac(key, kw, str(v).strip()).hex()[:8].upper())
+                out.setdefault(str(v).strip(), pseudonym(str(v), key) if kw == "PatientID" else
+                               "ID" + mac(key, kw, str(v).strip()).hex()[:8].upper())
     for elem in ds.iterall():
         if elem.VR == "PN":
             for v in element_values(elem):
                 for part in re.split(r"[\^=]", str(v)):
                     if len(part.strip()) >= 3:
                         out[part.strip()] = ""
+    if profile is None:
+        return out
+    plain = {str(v).strip() for e in ds.iterall() if e.keyword and e.keyword not in profile
+             and not e.tag.is_private and e.VR in TEXT_VRS for v in element_values(e)}
+    for elem in ds.iterall():
+        if elem.VR in ("DA", "DT"):
+            for v in element_values(elem):
+                d = str(v).strip()[:8]
+                if len(d) == 8 and d.isdigit():
+                    for form in (d, f"{d[:4]}-{d[4:6]}-{d[6:]}", f"{d[6:]}/{d[4:6]}/{d[:4]}",
+                                 f"{d[6:]}.{d[4:6]}.{d[:4]}"):
+                        out.setdefault(form, "[date]")
+        elif (elem.VR in FREE_TEXT_VRS | {"PN", "AE"} and not elem.tag.is_private
+              and profile.get(elem.keyword) in ("X", "Z", "D")):
+            for v in element_values(elem):
+                text = str(v).strip()
+                if len(text) >= 4 and text not in plain:
+                    out.setdefault(text, "")
     return out
 
 
@@ -167,9 +197,10 @@ def stamp(ds: Dataset, options: list[str], masked: bool) -> None:
     ds.PatientIdentityRemoved = "YES"
     names = ["basic"] + options + (["clean_pixels"] if masked else [])
     ds.DeidentificationMethod = ("DICOM PS3.15 E.1-1 Basic Profile via pets_lite.deid"
-                                 + "".join(f"; {METHOD_CODES[n][1]}" for n in names[1:]))[:64]
+                                 + "".join(f"; {METHOD_CODES[n][1]}" if n in METHOD_CODES
+                                           else f"; {n}" for n in names[1:]))[:64]
     seq = Sequence()
-    for n in names:
+    for n in (n for n in names if n in METHOD_CODES):     # no DCM code for an allow-list
         item = Dataset()
         item.CodeValue, item.CodeMeaning = METHOD_CODES[n]
         item.CodingSchemeDesignator = "DCM"
@@ -192,6 +223,11 @@ class Report:
     boxes: list[Box] = field(default_factory=list)
     overlay_boxes: list[Box] = field(default_factory=list)
     seconds: float = 0.0
+    #: Whether the pixels were decoded and searched for burned-in text.
+    pixels_checked: bool = False
+    #: The transfer syntax of the output, and why it differs from the input's (empty if not).
+    transfer_syntax: str = ""
+    syntax_note: str = ""
 
 
 def deidentify(ds: Dataset, key: bytes | str, *, shift_dates: bool = False,
@@ -199,13 +235,16 @@ def deidentify(ds: Dataset, key: bytes | str, *, shift_dates: bool = False,
                retain_institution_identity: bool = False, clean_descriptors: bool = False,
                keep_private: Iterable[tuple[str, int]] = (),
                burned_in: str = "mask", overrides: dict[str, str] | None = None,
+               profile_name: str = "basic",
                source: str = "<dataset>", patient: str | None = None,
                **detector) -> tuple[Dataset, Report]:
     """A de-identified copy of ``ds`` and its :class:`Report`; ``ds`` itself is never changed.
 
     ``burned_in``: ``"mask"`` (detect and mask text in the pixels; undecodable pixels raise),
     ``"detect"`` (report only), or ``"skip"``. ``overrides`` maps keywords to action codes (for
-    experiments, e.g. ``{"InstitutionName": "K"}``). ``patient`` fixes the identity used for the
+    experiments, e.g. ``{"InstitutionName": "K"}``). ``profile_name``: ``"basic"`` (the table,
+    unnamed attributes kept) or ``"allowlist"`` (unnamed free text, times and AE titles removed
+    unless named safe). ``patient`` fixes the identity used for the
     pseudonym and date offset (DICOMDIR records use it).
     """
     if burned_in not in ("mask", "detect", "skip"):
@@ -214,18 +253,25 @@ def deidentify(ds: Dataset, key: bytes | str, *, shift_dates: bool = False,
     key = as_key(key)
     out = copy.deepcopy(ds)
     profile = build_profile(retain_patient_characteristics, retain_device_identity,
-                            clean_descriptors, overrides, retain_institution_identity)
+                            clean_descriptors, overrides, retain_institution_identity,
+                            profile_name)
     pkey = patient_key(ds) if patient is None else patient
     ctx = Context(key=key, profile=profile, shift_dates=shift_dates,
+                  fallback=ALLOWLIST_FALLBACK if profile_name == "allowlist" else VR_FALLBACK,
                   keep_private=frozenset((str(c), int(e)) for c, e in keep_private),
                   days=date_offset(pkey, key) if shift_dates else 0,
-                  replacements=replacements(ds, key))
+                  replacements=replacements(ds, key, profile))
     report = Report(source=source, pseudonym=pseudonym(pkey, key) if pkey else "",
                     date_offset_days=ctx.days)
     boxes: list[Box] = []
     if burned_in != "skip" and "PixelData" in ds:
         boxes = find_burned_in_text(ds, source, **detector)
+        report.pixels_checked = True
     report.overlay_boxes = find_overlay_text(ds, **detector) if burned_in != "skip" else []
+    was = transfer_syntax(ds)
+    if to_little_endian(out):
+        report.syntax_note = (f"big-endian input written as {syntax_name(transfer_syntax(out))} "
+                              "(Explicit VR Big Endian is retired; binary values byte-swapped)")
     apply_profile(out, ctx)
     if getattr(out, "file_meta", None) is not None:
         apply_profile(out.file_meta, ctx)
@@ -243,13 +289,17 @@ def deidentify(ds: Dataset, key: bytes | str, *, shift_dates: bool = False,
     if boxes and burned_in == "mask":
         mask_boxes(out, boxes, source)
         masked = True
+        report.syntax_note = "; ".join(n for n in (report.syntax_note,
+                                                   re_encode(out, was)) if n)
     options = [n for n, on in (("shift_dates", shift_dates),
                                ("retain_patient_characteristics", retain_patient_characteristics),
                                ("retain_device_identity", retain_device_identity),
                                ("retain_institution_identity", retain_institution_identity),
                                ("clean_descriptors", clean_descriptors),
-                               ("keep_private", bool(ctx.keep_private))) if on]
+                               ("keep_private", bool(ctx.keep_private)),
+                               ("allow-list", profile_name == "allowlist")) if on]
     stamp(out, options, masked)
+    report.transfer_syntax = syntax_name(transfer_syntax(out))
     report.boxes = boxes
     report.actions = dict(ctx.counts)
     report.phi_values_changed = len(ctx.changed_values)

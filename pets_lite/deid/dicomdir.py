@@ -13,6 +13,7 @@ from pydicom.sequence import Sequence
 from .actions import Report, deidentify
 from .keys import keyed_uid, pseudonym
 from .profile import element_values
+from .syntax import encoded
 
 #: The Media Storage Directory Storage SOP class: a file with it is a DICOMDIR.
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -98,9 +99,7 @@ def deidentify_dicomdir(ds: Dataset, key: bytes | str, source: str = "<DICOMDIR>
     wanted = {(id(o), kw): o[kw].value for o, kw in idx_fields}
     for o, kw in idx_fields:
         o[kw].value = 0
-    buf = io.BytesIO()
-    out.save_as(buf, enforce_file_format=True)
-    back = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    back = pydicom.dcmread(io.BytesIO(encoded(out)))
     positions = [r.seq_item_tell for r in back.get("DirectoryRecordSequence", [])]
     for o, kw in idx_fields:
         i = wanted[(id(o), kw)]

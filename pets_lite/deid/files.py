@@ -16,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from .actions import Report, deidentify
 from .dicomdir import DICOMDIR_SOP_CLASS, deidentify_dicomdir
 from .keys import DeidError
+from .syntax import write_dataset
 
 
 def read_dicom(path: str | os.PathLike, stop_before_pixels: bool = False) -> Dataset:
@@ -109,7 +110,7 @@ def write_new(ds: Dataset, out: Path) -> None:
         "TransferSyntaxUID", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID"))
     try:
         if full:
-            ds.save_as(tmp, enforce_file_format=True)
+            write_dataset(ds, tmp)
         else:            # a dataset that came without file meta is written back the same way
             ds.save_as(tmp, implicit_vr=ds.original_encoding[0],
                        little_endian=ds.original_encoding[1])

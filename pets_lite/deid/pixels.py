@@ -195,7 +195,10 @@ def find_overlay_text(ds: Dataset, **detector) -> list[Box]:
 
 
 def mask_boxes(ds: Dataset, boxes: list[Box], source: str = "<dataset>") -> np.ndarray:
-    """Fill every box in every frame with the median of its border; returns the new pixel array."""
+    """Fill every box in every frame with the median of its border; returns the new pixel array.
+
+    The pixels are written back uncompressed (pydicom's ``set_pixel_data``); re-encoding a
+    formerly compressed file is :func:`pets_lite.deid.syntax.re_encode`'s job."""
     arr = np.array(decoded_pixels(ds, source), copy=True)
     frames = frame_stack(ds, arr)
     for b in boxes:
@@ -209,7 +212,8 @@ def mask_boxes(ds: Dataset, boxes: list[Box], source: str = "<dataset>") -> np.n
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID", ExplicitVRLittleEndian) if meta is not None else None
     if ts is not None and not ts.is_little_endian:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian     # set_pixel_data writes little endian
+        raise DeidError(f"{source}: convert a big-endian dataset to little endian before masking "
+                        "(pets_lite.deid.syntax.to_little_endian)")
     try:
         ds.set_pixel_data(arr, pi, int(ds.BitsStored), generate_instance_uid=False)
     except Exception as exc:  # noqa: BLE001

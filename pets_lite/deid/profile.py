@@ -61,6 +61,29 @@ PROJECT_ADDITIONS: dict[str, tuple[str, str]] = {
 #: Annex E is a list of known attributes; these keep unknown ones from leaking).
 VR_FALLBACK: dict[str, str] = {"UI": "U", "PN": "Z", "DA": "Z", "DT": "Z"}
 
+#: The allow-list profile (the practice of curated archives such as TCIA): an attribute the table
+#: does not name and whose value representation can carry text that identifies (free text, times,
+#: AE titles) is removed unless it is named here as safe. Numbers and code strings pass as in the
+#: Basic Profile; what the table names is treated as the table says.
+ALLOWLIST_FALLBACK: dict[str, str] = {**VR_FALLBACK, **{vr: "X" for vr in (
+    "LO", "SH", "LT", "ST", "UT", "UC", "UR", "TM", "AE")}}
+#: What the allow-list profile keeps by name: coded concepts, the product, the acquisition
+#: technique, the display, waveform channels. Nothing here names a person, a place or a device.
+SAFE_ATTRIBUTES = frozenset({
+    "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning",
+    "CodingSchemeName",
+    "CodingSchemeResponsibleOrganization", "LongCodeValue", "URNCodeValue", "MappingResourceName",
+    "ImplementationClassUID", "ImplementationVersionName", "Manufacturer",
+    "ManufacturerModelName", "SoftwareVersions", "SequenceName", "FilterType",
+    "ConvolutionKernel", "ReceiveCoilName", "TransmitCoilName", "PlateType",
+    "AcquisitionDeviceProcessingCode", "TransducerData", "ProcessingFunction",
+    "PositionReferenceIndicator", "RescaleType", "WindowCenterWidthExplanation",
+    "LUTExplanation", "MultiplexGroupLabel", "ChannelLabel", "DimensionDescriptionLabel",
+    "SegmentAlgorithmName",
+})
+#: The profiles :func:`build_profile` and the command line know.
+PROFILES = ("basic", "allowlist")
+
 #: Options of Annex E this module implements: name -> {keyword: action} overrides (the option
 #: columns of Table E.1-1).
 OPTIONS: dict[str, dict[str, str]] = {
@@ -101,11 +124,16 @@ def resolve(code: str) -> str:
 def build_profile(retain_patient_characteristics: bool = False,
                   retain_device_identity: bool = False, clean_descriptors: bool = False,
                   overrides: dict[str, str] | None = None,
-                  retain_institution_identity: bool = False) -> dict[str, str]:
-    """The resolved keyword -> action table: Basic Profile, our additions, options, then
-    overrides."""
+                  retain_institution_identity: bool = False,
+                  profile: str = "basic") -> dict[str, str]:
+    """The resolved keyword -> action table: Basic Profile, our additions, the allow-list's safe
+    attributes (``profile="allowlist"``), options, then overrides."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     table = {k: resolve(v) for k, v in BASIC_PROFILE.items()}
     table.update({k: v for k, (v, _why) in PROJECT_ADDITIONS.items()})
+    if profile == "allowlist":
+        table.update({k: "K" for k in SAFE_ATTRIBUTES if k not in table})
     for name, on in (("retain_patient_characteristics", retain_patient_characteristics),
                      ("retain_device_identity", retain_device_identity),
                      ("retain_institution_identity", retain_institution_identity),
@@ -134,8 +162,10 @@ def is_standard_uid(value: str) -> bool:
     return str(value).strip() in UID_dictionary
 
 
-def action_for(elem: DataElement, profile: dict[str, str]) -> str:
-    """The action for one element: keyword table, repeating groups, private tags, VR fallback."""
+def action_for(elem: DataElement, profile: dict[str, str],
+               fallback: dict[str, str] = VR_FALLBACK) -> str:
+    """The action for one element: keyword table, repeating groups, private tags, then the
+    fallback by value representation (:data:`VR_FALLBACK`, or :data:`ALLOWLIST_FALLBACK`)."""
     tag = elem.tag
     if tag.is_private:
         return "X"
@@ -146,4 +176,4 @@ def action_for(elem: DataElement, profile: dict[str, str]) -> str:
             return code
     if elem.VR == "UI":
         return "K" if all(is_standard_uid(v) for v in element_values(elem) if v) else "U"
-    return VR_FALLBACK.get(elem.VR, "K")
+    return fallback.get(elem.VR, "K")

@@ -37,3 +37,17 @@ MUTANTS = [
          tests=("tests/test_leakcheck.py::test_it_catches_every_attribute_the_deidentifier_forgets",),
          why="the independent checker stops finding text values (a check that cannot fail)"),
 ]
+MUTANTS += [
+    dict(name="deid-allowlist-keeps-free-text", chapter="01", file="deid/profile.py",
+         old='''    "LO", "SH", "LT", "ST", "UT", "UC", "UR", "TM", "AE")}}''',
+         new='''    "XX",)}}''',
+         tests=("tests/test_leakcheck.py::"
+                "test_the_allowlist_profile_passes_the_strict_check_the_basic_profile_does_not",),
+         why="the allow-list profile keeps free text it never named safe"),
+    dict(name="deid-big-endian-pixels-not-swapped", chapter="01", file="deid/syntax.py",
+         old="            elem.value = _swapped(elem.value, width)",
+         new="            elem.value = elem.value",
+         tests=("tests/test_deid_syntax.py::"
+                "test_big_endian_is_written_as_explicit_little_endian_with_consistent_meta",),
+         why="a big-endian file is relabelled little endian without swapping its pixel bytes"),
+]
