@@ -40,7 +40,15 @@ from .actions import DUMMY, Context, Report, deidentify
 from .dicomdir import DICOMDIR_SOP_CLASS, deidentify_dicomdir
 from .files import deidentify_file, read_dicom
 from .folders import FolderResult, deidentify_folder, dicom_files, looks_dicom
-from .keys import DeidError, date_offset, keyed_uid, pseudonym, shift_date
+from .keys import (
+    DeidError,
+    date_offset,
+    keyed_uid,
+    new_key_file,
+    pseudonym,
+    read_key_file,
+    shift_date,
+)
 from .measures import (
     QUASI_IDENTIFIERS,
     k_anonymity,
@@ -102,7 +110,8 @@ __all__ = [
     "dicom_files", "display_image", "display_planes", "element_values", "find_burned_in_text",
     "find_overlay_text", "frame_stack", "identifying_values", "is_standard_uid", "is_uid_like",
     "k_anonymity", "k_anonymity_table", "keyed_uid", "leaked_values", "looks_dicom", "mask_boxes",
-    "masking_summary", "merge_boxes", "pseudonym", "quasi_identifier_rows", "quasi_identifiers",
-    "re_encode", "read_dicom", "resolve", "retained_public_values", "searchable_text",
-    "shift_date", "study_linkage", "syntax_name", "to_little_endian", "transfer_syntax",
+    "masking_summary", "merge_boxes", "new_key_file", "pseudonym", "quasi_identifier_rows",
+    "quasi_identifiers", "re_encode", "read_dicom", "read_key_file", "resolve",
+    "retained_public_values", "searchable_text", "shift_date", "study_linkage", "syntax_name",
+    "to_little_endian", "transfer_syntax",
 ]

@@ -123,9 +123,9 @@ def write_new(ds: Dataset, out: Path) -> None:
 
 
 def deidentify_file(src: str | os.PathLike, dst: str | os.PathLike, key: bytes | str,
-                    **options) -> Report:
+                    write: bool = True, **options) -> Report:
     """De-identify the DICOM file ``src`` into the new file ``dst`` (never overwritten, never
-    ``src``)."""
+    ``src``). With ``write=False`` (a dry run) everything is done but the writing."""
     src, dst = Path(src), Path(dst)
     if dst.exists():
         raise DeidError(f"{dst}: already exists; refusing to overwrite, choose a new output path")
@@ -139,8 +139,9 @@ def deidentify_file(src: str | os.PathLike, dst: str | os.PathLike, key: bytes |
                                           **options)
     else:
         out, report = deidentify(ds, key, source=str(src), **options)
-    write_new(out, dst)
-    report.output = str(dst)
+    if write:
+        write_new(out, dst)
+        report.output = str(dst)
     return report
 
 

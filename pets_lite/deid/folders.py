@@ -47,11 +47,13 @@ def looks_dicom(path: Path) -> bool:
 
 
 def deidentify_folder(src: str | os.PathLike, dst: str | os.PathLike, key: bytes | str,
-                      progress: Callable | None = None, **options) -> FolderResult:
+                      progress: Callable | None = None, write: bool = True,
+                      **options) -> FolderResult:
     """De-identify every DICOM file under ``src`` into the same tree under ``dst``.
 
     Folder names equal to a patient ID become that patient's pseudonym; files that fail are
     reported in ``failures`` (path -> message) and the rest still finish. ``dst`` must not exist.
+    With ``write=False`` (a dry run) nothing is written, not even ``dst``.
     """
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
@@ -74,7 +76,8 @@ def deidentify_folder(src: str | os.PathLike, dst: str | os.PathLike, key: bytes
         except Exception:  # noqa: BLE001 - the second pass reports the failure
             pass
     k = as_key(key)
-    dst.mkdir(parents=True)
+    if write:
+        dst.mkdir(parents=True)
     for p in (progress(files, desc="de-identifying") if progress else files):
         if not looks_dicom(p):
             result.skipped.append(str(p))
@@ -82,7 +85,8 @@ def deidentify_folder(src: str | os.PathLike, dst: str | os.PathLike, key: bytes
         rel = p.relative_to(src)
         out = dst.joinpath(*[pseudonym(part, k) if part in ids else part for part in rel.parts])
         try:
-            result.reports.append(deidentify_file(p, out, k, patient_ids=ids, **options))
+            result.reports.append(deidentify_file(p, out, k, write=write, patient_ids=ids,
+                                                  **options))
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the study
             msg = str(exc) if isinstance(exc, DeidError) else f"{p}: {type(exc).__name__}: {exc}"
             result.failures[str(p)] = msg

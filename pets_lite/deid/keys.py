@@ -10,6 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
+import os
+import secrets
+import stat
+from pathlib import Path
 
 
 class DeidError(ValueError):
@@ -24,6 +28,38 @@ def as_key(key: bytes | str) -> bytes:
         raise ValueError("the HMAC key must be bytes or str of at least 16 bytes "
                          "(e.g. secrets.token_bytes(32)); keep it secret, it re-links pseudonyms")
     return key
+
+
+def new_key_file(path: str | os.PathLike) -> Path:
+    """Create ``path`` holding a fresh 256-bit key (64 hex digits), readable by its owner only
+    (mode 0600, set when the file is created, so no other user can ever read it); refuses an
+    existing file. The key is never returned or printed: read it with :func:`read_key_file`."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise DeidError(f"{path}: already exists; refusing to overwrite a key (the pseudonyms "
+                        "made with it could no longer be re-linked)") from exc
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def read_key_file(path: str | os.PathLike) -> bytes:
+    """The key in ``path`` (surrounding whitespace stripped); refuses a missing key, a key
+    readable or writable by anyone but its owner, and one shorter than 16 bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeidError(f"{path}: no such key file; create one with --new-key")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise DeidError(f"{path}: the key file is open to other users (mode {mode:04o}); whoever "
+                        f"reads it can re-link every pseudonym. Run: chmod 600 {path}")
+    key = path.read_bytes().strip()
+    try:
+        return as_key(key)
+    except ValueError as exc:
+        raise DeidError(f"{path}: {exc}") from None
 
 
 def mac(key: bytes, purpose: str, value: str) -> bytes:
