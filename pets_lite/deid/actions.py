@@ -35,6 +35,8 @@ from .syntax import re_encode, syntax_name, to_little_endian, transfer_syntax
 DUMMY = {"DA": "19000101", "TM": "000000.00", "DT": "19000101000000", "PN": "ANONYMOUS",
          "AS": "000Y", "IS": "0", "DS": "0", "US": 0, "SS": 0, "UL": 0, "SL": 0, "FL": 0.0,
          "FD": 0.0}
+#: Value representations whose removed values are scrubbed from cleaned text.
+CLEANED_VRS = FREE_TEXT_VRS | {"PN", "AE"}
 #: Binary value representations (a zero-length or dummy value is b"").
 BINARY_VRS = frozenset({"OB", "OW", "UN", "OF", "OD", "OL", "OV"})
 #: Numeric value representations stored as binary numbers (a zero-length value is None).
@@ -165,30 +167,34 @@ def replacements(ds: Dataset, key: bytes, profile: dict[str, str] | None = None
             if len(str(v).strip()) >= 3:
                 out.setdefault(str(v).strip(), pseudonym(str(v), key) if kw == "PatientID" else
                                "ID" + mac(key, kw, str(v).strip()).hex()[:8].upper())
-    for elem in ds.iterall():
-        if elem.VR == "PN":
-            for v in element_values(elem):
+    plain, removed = set(), []
+    for elem in ds.iterall():           # one walk: names, dates, removed and plain text
+        vr = elem.VR
+        if vr == "SQ":
+            continue
+        values = element_values(elem)
+        if vr == "PN":
+            for v in values:
                 for part in re.split(r"[\^=]", str(v)):
                     if len(part.strip()) >= 3:
                         out[part.strip()] = ""
-    if profile is None:
-        return out
-    plain = {str(v).strip() for e in ds.iterall() if e.keyword and e.keyword not in profile
-             and not e.tag.is_private and e.VR in TEXT_VRS for v in element_values(e)}
-    for elem in ds.iterall():
-        if elem.VR in ("DA", "DT"):
-            for v in element_values(elem):
+        if profile is None or elem.tag.is_private:
+            continue
+        kw = elem.keyword
+        if vr in ("DA", "DT"):
+            for v in values:
                 d = str(v).strip()[:8]
                 if len(d) == 8 and d.isdigit():
                     for form in (d, f"{d[:4]}-{d[4:6]}-{d[6:]}", f"{d[6:]}/{d[4:6]}/{d[:4]}",
                                  f"{d[6:]}.{d[4:6]}.{d[:4]}"):
                         out.setdefault(form, "[date]")
-        elif (elem.VR in FREE_TEXT_VRS | {"PN", "AE"} and not elem.tag.is_private
-              and profile.get(elem.keyword) in ("X", "Z", "D")):
-            for v in element_values(elem):
-                text = str(v).strip()
-                if len(text) >= 4 and text not in plain:
-                    out.setdefault(text, "")
+        elif kw and kw not in profile and vr in TEXT_VRS:
+            plain.update(str(v).strip() for v in values)
+        elif vr in CLEANED_VRS and profile.get(kw) in ("X", "Z", "D"):
+            removed.extend(str(v).strip() for v in values)
+    for text in removed:
+        if len(text) >= 4 and text not in plain:
+            out.setdefault(text, "")
     return out
 
 
@@ -235,23 +241,25 @@ def deidentify(ds: Dataset, key: bytes | str, *, shift_dates: bool = False,
                retain_institution_identity: bool = False, clean_descriptors: bool = False,
                keep_private: Iterable[tuple[str, int]] = (),
                burned_in: str = "mask", overrides: dict[str, str] | None = None,
-               profile_name: str = "basic",
+               profile_name: str = "basic", copy_input: bool = True,
                source: str = "<dataset>", patient: str | None = None,
                **detector) -> tuple[Dataset, Report]:
-    """A de-identified copy of ``ds`` and its :class:`Report`; ``ds`` itself is never changed.
+    """A de-identified copy of ``ds`` and its :class:`Report`; ``ds`` is not changed (but see
+    ``copy_input``).
 
     ``burned_in``: ``"mask"`` (detect and mask text in the pixels; undecodable pixels raise),
     ``"detect"`` (report only), or ``"skip"``. ``overrides`` maps keywords to action codes (for
     experiments, e.g. ``{"InstitutionName": "K"}``). ``profile_name``: ``"basic"`` (the table,
     unnamed attributes kept) or ``"allowlist"`` (unnamed free text, times and AE titles removed
     unless named safe). ``patient`` fixes the identity used for the
-    pseudonym and date offset (DICOMDIR records use it).
+    pseudonym and date offset (DICOMDIR records use it). ``copy_input=False`` lets it change
+    ``ds`` itself instead of a deep copy (for a dataset read for this alone: it saves the copy).
     """
     if burned_in not in ("mask", "detect", "skip"):
         raise ValueError(f"burned_in must be 'mask', 'detect' or 'skip', got {burned_in!r}")
     start = time.perf_counter()
     key = as_key(key)
-    out = copy.deepcopy(ds)
+    out = copy.deepcopy(ds) if copy_input else ds
     profile = build_profile(retain_patient_characteristics, retain_device_identity,
                             clean_descriptors, overrides, retain_institution_identity,
                             profile_name)

@@ -138,7 +138,7 @@ def deidentify_file(src: str | os.PathLike, dst: str | os.PathLike, key: bytes |
         out, report = deidentify_dicomdir(ds, key, source=str(src), patient_ids=patient_ids,
                                           **options)
     else:
-        out, report = deidentify(ds, key, source=str(src), **options)
+        out, report = deidentify(ds, key, source=str(src), copy_input=False, **options)
     if write:
         write_new(out, dst)
         report.output = str(dst)

@@ -11,6 +11,8 @@ itself (617 attributes of the 2025 edition) is in :mod:`pets_lite.deid.table`.
 
 from __future__ import annotations
 
+import functools
+
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.uid import UID_dictionary
@@ -127,7 +129,17 @@ def build_profile(retain_patient_characteristics: bool = False,
                   retain_institution_identity: bool = False,
                   profile: str = "basic") -> dict[str, str]:
     """The resolved keyword -> action table: Basic Profile, our additions, the allow-list's safe
-    attributes (``profile="allowlist"``), options, then overrides."""
+    attributes (``profile="allowlist"``), options, then overrides (a new dict each call; the
+    table behind it is built once per set of arguments)."""
+    return dict(_built(retain_patient_characteristics, retain_device_identity, clean_descriptors,
+                       tuple(sorted((overrides or {}).items())), retain_institution_identity,
+                       profile))
+
+
+@functools.lru_cache(maxsize=64)
+def _built(retain_patient_characteristics: bool, retain_device_identity: bool,
+           clean_descriptors: bool, overrides: tuple[tuple[str, str], ...],
+           retain_institution_identity: bool, profile: str) -> dict[str, str]:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     table = {k: resolve(v) for k, v in BASIC_PROFILE.items()}
@@ -140,7 +152,7 @@ def build_profile(retain_patient_characteristics: bool = False,
                      ("clean_descriptors", clean_descriptors)):
         if on:
             table.update(OPTIONS[name])
-    for k, v in (overrides or {}).items():
+    for k, v in overrides:
         if pydicom.datadict.tag_for_keyword(k) is None:
             raise ValueError(f"override {k!r} is not a DICOM keyword (e.g. 'InstitutionName')")
         table[k] = resolve(v)
