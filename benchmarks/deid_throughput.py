@@ -12,8 +12,11 @@ and megabytes (10^6 bytes of input) per second for
   it checks no pixels either),
 
 and, for each tool's outputs, the values the independent checker (:mod:`pets_lite.leakcheck`,
-Annex E's basic reading) finds surviving. The two other tools are benchmark-only dependencies,
-installed with exact pins and not needed by any test:
+Annex E's basic reading, no options) finds surviving: values that Table E.1-1 requires to go
+(private tags, descriptions, device serial numbers, ...). The other tools follow policies of their
+own (dicognito, for one, keeps private tags and descriptions), so their count says where they
+differ from the Basic Profile, not that each value names a patient. The two other tools are
+benchmark-only dependencies, installed with exact pins and not needed by any test:
 
     pip install dicognito==0.19.0 deid==0.4.13
     python benchmarks/deid_throughput.py [--repeat 1] [--limit N]

@@ -282,6 +282,7 @@ class Finding:
     vr: str
     value: str
     offset: int | None = None      # where it occurs in the output's bytes (None: it does not)
+    tag: int = 0                   # the element's own tag (the last of ``where``)
 
 
 @dataclass
@@ -454,7 +455,7 @@ def check_file(source: str | Path | bytes, output: str | Path | bytes,
     haystack = output_bytes(output)
     report = LeakReport(_name(source), _name(output))
     kept_values: list[bytes] = []
-    must_go: list[tuple[str, str, bytes]] = []
+    must_go: list[tuple[str, int, str, bytes]] = []
     for where, tag, vr, value, creator in elements:
         if tag in (0x7FE00010, 0x7FE00008, 0x7FE00009) or tag & 0xFFFF == 0:
             continue                  # pixels (checked as pixels) and group lengths
@@ -466,13 +467,13 @@ def check_file(source: str | Path | bytes, output: str | Path | bytes,
             continue
         found, short = needles(vr, value, min_length)
         report.too_short += short
-        must_go.extend((where, vr, n) for n in found)
-    for where, vr, needle in must_go:
+        must_go.extend((where, tag, vr, n) for n in found)
+    for where, tag, vr, needle in must_go:
         report.checked += 1
         offset = _occurs(needle, haystack, vr)
         if offset is None:
             continue
-        finding = Finding(where, vr, needle.decode("latin-1")[:64], offset)
+        finding = Finding(where, vr, needle.decode("latin-1")[:64], offset, tag)
         if any(needle in kept for kept in kept_values):
             report.shadowed.append(finding)
         else:

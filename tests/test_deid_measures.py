@@ -105,3 +105,18 @@ def test_masking_summary_and_display_image():
     ct = pydicom.dcmread(FILES / "CT_small.dcm")
     assert deid.display_image(ct).shape == ct.pixel_array.shape
     assert deid.frame_stack(ct, ct.pixel_array).shape == (1,) + ct.pixel_array.shape
+
+
+def test_arrange_study_sorts_files_into_patient_study_series(tmp_path):
+    names = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "no_meta.dcm")
+    copies = deid.arrange_study([FILES / n for n in names], tmp_path / "tree")
+    rel = sorted(str(c.relative_to(tmp_path / "tree")) for c in copies)
+    assert "unsorted/no_meta.dcm" in rel and len(rel) == len(names)
+    for c in copies:
+        if c.parent.name != "unsorted":
+            ds = pydicom.dcmread(c, stop_before_pixels=True)
+            assert c.parents[2].name == str(ds.PatientID)
+            assert c.parent.name.startswith("series-") and c.parent.name.endswith(ds.Modality)
+            assert c.read_bytes() == (FILES / c.name).read_bytes()
+    with pytest.raises(deid.DeidError, match="already exists"):
+        deid.arrange_study([FILES / "CT_small.dcm"], tmp_path / "tree")

@@ -31,6 +31,14 @@ def test_deidentification_notebook(executed):
     assert r["k_patients"] >= r["unique_retained"] > r["unique_basic"] >= 1
     small = r["small_groups_retained"]
     assert small == sorted(small) and small[-1] > small[0] and small[-1] == r["unique_retained"]
+    # profiles: the strict check flags what Basic keeps unnamed, and nothing of the allow-list
+    assert r["strict_flags_basic"] >= 4 and r["strict_flags_allowlist"] == 0
+    assert {"ContentDescription", "UnformattedTextValue", "CompletionFlagDescription",
+            "BeamName"} <= set(r["strict_flagged_names"])
+    assert r["clean_descriptor_passes"] is True and r["clean_descriptor_kept"] is True
+    # the command on a study folder: one non-DICOM file refused, so exit status 1
+    assert r["cli_status"] == 1 and r["cli_failed"] == 1 and r["cli_ok"] == 11
+    assert r["cli_reencoded"] == 2 and r["cli_key_private"] is True
     # cost, per file, and the book-table row
     assert 0 < r["folder_seconds"] < 60
     assert 0 < r["seconds_per_file"] < 2

@@ -39,7 +39,7 @@ cli        the command ``pets-lite-deid`` (``python -m pets_lite.deid``)
 from .actions import DUMMY, Context, Report, deidentify
 from .dicomdir import DICOMDIR_SOP_CLASS, deidentify_dicomdir
 from .files import deidentify_file, read_dicom
-from .folders import FolderResult, deidentify_folder, dicom_files, looks_dicom
+from .folders import FolderResult, arrange_study, deidentify_folder, dicom_files, looks_dicom
 from .keys import (
     DeidError,
     date_offset,
@@ -105,13 +105,13 @@ __all__ = [
     "DICOMDIR_SOP_CLASS", "DUMMY", "DeidError", "FolderResult", "IDENTIFYING_KEYWORDS",
     "METHOD_CODES", "NON_IDENTIFYING_KEPT", "OPTIONS", "PROFILES", "PROJECT_ADDITIONS",
     "QUASI_IDENTIFIERS", "REPEATING_GROUPS", "RE_ENCODE", "Report", "SAFE_ATTRIBUTES",
-    "VR_FALLBACK", "action_for", "box_mask", "build_profile", "date_offset", "decoded_pixels",
-    "deidentify", "deidentify_dicomdir", "deidentify_file", "deidentify_folder", "detect_text",
-    "dicom_files", "display_image", "display_planes", "element_values", "find_burned_in_text",
-    "find_overlay_text", "frame_stack", "identifying_values", "is_standard_uid", "is_uid_like",
-    "k_anonymity", "k_anonymity_table", "keyed_uid", "leaked_values", "looks_dicom", "mask_boxes",
-    "masking_summary", "merge_boxes", "new_key_file", "pseudonym", "quasi_identifier_rows",
-    "quasi_identifiers", "re_encode", "read_dicom", "read_key_file", "resolve",
-    "retained_public_values", "searchable_text", "shift_date", "study_linkage", "syntax_name",
-    "to_little_endian", "transfer_syntax",
+    "VR_FALLBACK", "action_for", "arrange_study", "box_mask", "build_profile", "date_offset",
+    "decoded_pixels", "deidentify", "deidentify_dicomdir", "deidentify_file", "deidentify_folder",
+    "detect_text", "dicom_files", "display_image", "display_planes", "element_values",
+    "find_burned_in_text", "find_overlay_text", "frame_stack", "identifying_values",
+    "is_standard_uid", "is_uid_like", "k_anonymity", "k_anonymity_table", "keyed_uid",
+    "leaked_values", "looks_dicom", "mask_boxes", "masking_summary", "merge_boxes", "new_key_file",
+    "pseudonym", "quasi_identifier_rows", "quasi_identifiers", "re_encode", "read_dicom",
+    "read_key_file", "resolve", "retained_public_values", "searchable_text", "shift_date",
+    "study_linkage", "syntax_name", "to_little_endian", "transfer_syntax",
 ]

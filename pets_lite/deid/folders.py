@@ -4,8 +4,9 @@ pseudonymised, per-file failures reported while the rest finishes."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,3 +95,32 @@ def deidentify_folder(src: str | os.PathLike, dst: str | os.PathLike, key: bytes
     return result
 
 
+
+
+def arrange_study(paths: Iterable[str | os.PathLike], dst: str | os.PathLike) -> list[Path]:
+    """Copy DICOM files into a tree ``dst/<PatientID>/study-<k>/series-<m>-<Modality>/``, as a
+    PACS export arranges them (studies and series numbered per patient in the order met); a file
+    that cannot be read goes to ``dst/unsorted/``. Returns the copies; ``dst`` must not exist."""
+    dst = Path(dst)
+    if dst.exists():
+        raise DeidError(f"{dst}: already exists; choose a new folder")
+    studies: dict[str, dict[str, int]] = {}
+    series: dict[tuple[str, str], dict[str, int]] = {}
+    copies = []
+    for path in map(Path, paths):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            patient = str(ds.PatientID).strip() or "unknown"
+        except Exception:  # noqa: BLE001 - unreadable or no PatientID: not sorted
+            target = dst / "unsorted" / path.name
+        else:
+            study = studies.setdefault(patient, {}).setdefault(
+                str(ds.get("StudyInstanceUID", "")), len(studies.get(patient, {})) + 1)
+            seq = series.setdefault((patient, str(study)), {})
+            number = seq.setdefault(str(ds.get("SeriesInstanceUID", "")), len(seq) + 1)
+            target = (dst / patient / f"study-{study}"
+                      / f"series-{number}-{ds.get('Modality', 'OT')}" / path.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        copies.append(target)
+    return copies

@@ -51,3 +51,9 @@ MUTANTS += [
                 "test_big_endian_is_written_as_explicit_little_endian_with_consistent_meta",),
          why="a big-endian file is relabelled little endian without swapping its pixel bytes"),
 ]
+MUTANTS += [
+    dict(name="deid-open-key-file-accepted", chapter="01", file="deid/keys.py",
+         old="    if mode & 0o077:", new="    if False:",
+         tests=("tests/test_deid_cli.py::test_refusals_change_nothing",),
+         why="a key file other users can read is used (they could re-link every pseudonym)"),
+]
