@@ -1,4 +1,5 @@
-"""pets_lite.split: the message boundary, exactness against centralized training, FedAvg, attack."""
+"""pets_lite.split: the message boundary, exactness against centralized training, the defences
+(noise, NoPeek) and the attacks (inversion, label leakage) of pets_lite.split.leakage."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from pets_lite import metrics, split, train
 from pets_lite.models import SmallCNN
+from pets_lite.split import leakage
 
 
 @pytest.fixture
@@ -23,8 +25,11 @@ def test_wire_round_trip_and_counting():
     t = torch.randn(3, 4, 5)
     assert torch.equal(split.from_bytes(split.to_bytes(t)), t)
     ch = split.Channel()
-    out = ch.send("hospital", "activations", t.requires_grad_(True) * 2)
+    sent = t.clone().requires_grad_(True) * 2
+    out = ch.send("hospital", "activations", sent)
+    # the receiver gets a rebuilt copy: no graph, no shared memory with the sender's tensor
     assert out.grad_fn is None and not out.requires_grad
+    assert out.data_ptr() != sent.data_ptr() and torch.equal(out, sent.detach())
     assert ch.bytes[("hospital", "activations")] == len(split.to_bytes(t)) and ch.total() > 240
     with pytest.raises(TypeError, match="torch.Tensor"):
         split.to_bytes(np.zeros(3))
@@ -45,7 +50,10 @@ def test_split_learning_equals_centralized_training(toy_data, variant, cut):
     # the template itself was not trained
     assert split.max_weight_difference(template, central) > 1e-3
     kinds = run.epoch_bytes_by_kind[0]
+    # labels cross only in vanilla split learning; U-shaped keeps them at the hospital
     assert ("hospital->labels" in kinds) == (variant == "vanilla")
+    if variant == "ushaped":  # in no message, training or inference
+        assert not any("label" in kind for _, kind in run.channel.bytes)
     assert ("server->features" in kinds) == (variant == "ushaped")
     # activations and their gradients have the same size
     assert kinds["hospital->activations"] == kinds["server->gradients"]
@@ -53,19 +61,60 @@ def test_split_learning_equals_centralized_training(toy_data, variant, cut):
     assert kinds["hospital->activations"] > len(data) * c * h * w * 4
 
 
-def test_noise_and_nopeek_change_training(toy_data):
+def test_training_is_seeded_and_leaves_the_global_generator_alone(toy_data):
     torch.manual_seed(0)
     template = SmallCNN(width=4, depth=2)
-    data = toy_data()
-    clean = split.train_split(template, data, None, epochs=1, batch_size=32, progress=False)
-    noisy = split.train_split(template, data, None, epochs=1, batch_size=32, noise_std=0.5,
-                              progress=False)
-    nopeek = split.train_split(template, data, None, epochs=1, batch_size=32, nopeek=1.0,
-                               progress=False)
-    assert split.max_weight_difference(clean.model(), noisy.model()) > 1e-4
-    assert split.max_weight_difference(clean.model(), nopeek.model()) > 1e-4
-    metrics = split.evaluate_split(noisy, data)
-    assert 0.0 <= metrics["auc"] <= 1.0
+    data = toy_data(64)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = split.train_split(template, data, None, epochs=1, batch_size=32, noise_std=0.1,
+                          progress=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = split.train_split(template, data, None, epochs=1, batch_size=32, noise_std=0.1,
+                          progress=False)
+    assert split.max_weight_difference(a.model(), b.model()) == 0.0
+
+
+def test_noise_reaches_the_wire_with_its_std():
+    torch.manual_seed(0)
+    m = SmallCNN(width=8, depth=2)
+    x = torch.rand(64, 1, 28, 28)
+    clean, _ = split.make_parties(m, 1)
+    noisy, _ = split.make_parties(m, 1, noise_std=0.5)
+    for train_mode in (True, False):
+        sent = noisy.activations(x, train=train_mode) - clean.activations(x, train=train_mode)
+        # 64 x 8 x 14 x 14 draws: the sample std is within 1 % of 0.5
+        assert abs(float(sent.std()) - 0.5) < 0.005 and abs(float(sent.mean())) < 0.005
+
+
+def test_noise_is_fresh_for_every_message():
+    """Noise that repeats could be subtracted: two messages for the same images differ by noise
+    of std sigma * sqrt(2), and two hospitals with different seeds draw different noise."""
+    torch.manual_seed(0)
+    m = SmallCNN(width=8, depth=2)
+    x = torch.rand(32, 1, 28, 28)
+    h, _ = split.make_parties(m, 1, noise_std=0.5, seed=0)
+    other, _ = split.make_parties(m, 1, noise_std=0.5, seed=1)
+    first, second = h.activations(x, train=False), h.activations(x, train=False)
+    assert abs(float((first - second).std()) - 0.5 * 2 ** 0.5) < 0.01
+    assert float((first - other.activations(x, train=False)).abs().mean()) > 0.3
+
+
+def test_nopeek_lowers_distance_correlation(toy_data):
+    """The NoPeek penalty, trained, lowers the distance correlation between the images and what
+    the hospital sends, on held-out images (measured: about 0.97 without, 0.88 with)."""
+    torch.manual_seed(0)
+    template = SmallCNN(width=4, depth=2)
+    data, held = toy_data(128), toy_data(100, seed=5).tensors[0]
+    kw = dict(epochs=4, batch_size=32, lr=1e-2, progress=False)
+    off = split.train_split(template, data, None, **kw)
+    on = split.train_split(template, data, None, nopeek=3.0, **kw)
+    dcor_off = leakage.activation_dcor(off.hospital, held, batch_size=100)
+    dcor_on = leakage.activation_dcor(on.hospital, held, batch_size=100)
+    assert dcor_on < dcor_off - 0.05, (dcor_on, dcor_off)
+    assert split.evaluate_split(on, data)["auc"] > 0.95  # and it still learns the task
+    with pytest.raises(ValueError, match="batch_size"):
+        leakage.activation_dcor(on.hospital, held[:10], batch_size=100)
 
 
 def test_bad_inputs_are_named(toy_data):
@@ -99,27 +148,6 @@ def test_distance_correlation_gradient_is_finite():
     assert 0.9 < d.item() <= 1.0 + 1e-6 and torch.isfinite(z.grad).all()
 
 
-def test_partition_and_fedavg(toy_data):
-    data = toy_data(90)
-    shards = split.partition_iid(data, 3, seed=0)
-    assert sorted(len(s) for s in shards) == [30, 30, 30]
-    assert all(int(s.tensors[1].sum()) == 15 for s in shards)
-    with pytest.raises(ValueError, match="n_clients"):
-        split.partition_iid(data, 0)
-    torch.manual_seed(0)
-    run = split.fedavg(SmallCNN(width=4, depth=2), shards, data, rounds=2, batch_size=32,
-                       progress=False)
-    assert len(run.history.val_auc) == 2
-    assert run.model_bytes == split.state_bytes(run.model) > 4 * train_params(run.model)
-    assert run.bytes_per_round == 2 * 3 * run.model_bytes
-    with pytest.raises(ValueError, match="rounds"):
-        split.fedavg(SmallCNN(width=4, depth=2), shards, None, rounds=0)
-
-
-def train_params(model):
-    return sum(p.numel() for p in model.state_dict().values())
-
-
 def test_inversion_attack_beats_guessing_and_noise_hurts_it(toy_data):
     torch.manual_seed(0)
     m = SmallCNN(width=4, depth=2).eval()
@@ -127,17 +155,72 @@ def test_inversion_attack_beats_guessing_and_noise_hurts_it(toy_data):
     public, targets = data[:120], data[120:]
     clean, _ = split.make_parties(m, 1)
     noisy, _ = split.make_parties(m, 1, noise_std=3.0)
-    a = split.inversion_attack(clean, public, targets)
-    b = split.inversion_attack(noisy, public, targets)
+    a = leakage.inversion_attack(clean, public, targets)
+    b = leakage.inversion_attack(noisy, public, targets)
     assert a["recons"].shape == targets.shape
-    assert a["ssim"] > a["ssim_mean_image"] and a["ssim"] > b["ssim"]
+    assert a["ssim"] > a["ssim_mean_image"] + 0.1 and a["ssim"] > b["ssim"] + 0.05
     with pytest.raises(ValueError, match="as many activations"):
-        split.RidgeInversion().fit(torch.zeros(4, 3), torch.zeros(5, 1, 2, 2))
+        leakage.RidgeInversion().fit(torch.zeros(4, 3), torch.zeros(5, 1, 2, 2))
     with pytest.raises(ValueError, match="shapes differ"):
         metrics.ssim_each(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8))
 
 
-def test_upload_bytes_and_first_reaching(toy_data):
+def synthetic_log(n_batches=6, batch=16, seed=0):
+    """Gradients whose norm is 2 for class 0 and 1 for class 1, pointing along +v or -v (by
+    class) plus small noise: what a label party's gradients look like to Li et al."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(50, generator=g)
+    log = leakage.GradientLog()
+    for _ in range(n_batches):
+        y = torch.randint(0, 2, (batch,), generator=g)
+        y[:2] = torch.tensor([0, 1])
+        sign = torch.where(y == 0, 1.0, -1.0)[:, None]
+        direction = sign * v + 0.1 * torch.randn(batch, 50, generator=g)
+        direction = direction / direction.norm(dim=1, keepdim=True)
+        log.add(direction * torch.where(y == 0, 2.0, 1.0)[:, None], y)
+    return log
+
+
+def test_label_leakage_scores_the_norm_and_the_direction():
+    log = synthetic_log()
+    assert leakage.label_leakage(log, target=0, method="norm") == 1.0
+    assert leakage.label_leakage(log, target=1, method="norm") == 0.0
+    for target in (0, 1):
+        assert leakage.label_leakage(log, target=target, method="cosine") == 1.0
+    # what the log keeps: per-batch norms and a symmetric cosine matrix with a unit diagonal
+    assert np.allclose(np.diag(log.cosines[0]), 1.0) and np.allclose(log.cosines[0],
+                                                                      log.cosines[0].T)
+    with pytest.raises(ValueError, match="method"):
+        leakage.label_leakage(log, 0, method="magic")
+    with pytest.raises(ValueError, match="empty"):
+        leakage.label_leakage(leakage.GradientLog(), 0)
+    with pytest.raises(ValueError, match="class 7"):
+        leakage.label_leakage(log, 7)
+    with pytest.raises(ValueError, match="labels"):
+        leakage.GradientLog().add(torch.zeros(3, 2), torch.zeros(2))
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "ushaped"])
+def test_label_leakage_on_split_training(toy_data, toy_xrays, variant):
+    """Li et al.'s attacks on the gradient the label party returns, during real split training:
+    U-shaped, the hospital's linear head makes every feature gradient a multiple of one vector,
+    so the direction gives the label exactly; vanilla, the server's layers blur it."""
+    torch.manual_seed(0)
+    template = SmallCNN(width=4, depth=2)
+    data = toy_xrays(128, seed=3, kind="square")
+    log = leakage.GradientLog()
+    split.train_split(template, data, None, variant=variant, epochs=2, batch_size=32,
+                      on_gradient=log.add, progress=False)
+    assert len(log.labels) == 8 and sum(len(y) for y in log.labels) == 2 * len(data)
+    assert leakage.label_leakage(log, target=0, method="norm") > 0.9
+    cosine = leakage.label_leakage(log, target=0, method="cosine")
+    if variant == "ushaped":
+        assert cosine > 0.999
+        assert np.abs(np.concatenate([c.ravel() for c in log.cosines])).min() > 0.999
+    else:  # the server's layers bend the direction per example: less exact, far above chance
+        assert cosine > 0.65
+
+
+def test_upload_bytes(toy_data):
     data = toy_data(10)
     assert split.upload_bytes(data) >= 10 * 28 * 28 + 10 * 8
-    assert split.first_reaching([0.1, 0.5], 0.5) == 2 and split.first_reaching([], 0.1) is None
