@@ -18,12 +18,10 @@ LAYER = {**{m: 0 for m in LOWER}, **{m: 1 for m in PET}, **{m: 2 for m in MEASUR
          **{m: 3 for m in TOP}}
 #: Modules and findings that the restructuring of issue 16 removes; each helper empties its part.
 #: Must be empty when the restructuring lands.
-PENDING_MODULES = {"fl_app", "fl_deploy", "secagg"}
-PENDING_FINDINGS = {"pets_lite/secagg.py: from fl import _ray_start_failed",
-                    "pets_lite/pipeline.py: secagg._CountingGrid",
-                    "01_deidentification.ipynb: deid._frames",
+PENDING_MODULES: set[str] = set()
+PENDING_FINDINGS = {"01_deidentification.ipynb: deid._frames",
                     "01_deidentification.ipynb: deid._is_uid_like"}
-PENDING_BIG = {"pets_lite/deid.py", "pets_lite/dp.py", "pets_lite/fl.py",
+PENDING_BIG = {"pets_lite/deid.py", "pets_lite/dp.py",
                "pets_lite/he.py", "pets_lite/smpc.py", "pets_lite/split.py"}
 LAYER.update({m: 1 for m in PENDING_MODULES})
 #: PET modules that compose another PET module (rule 2), and the ones they compose.
