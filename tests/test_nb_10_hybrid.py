@@ -23,7 +23,8 @@ def test_hybrid_notebook(executed, data_available):
     assert r["hybrid_he_agreement"] >= 0.99
     assert r["hybrid_he_max_logit_diff"] <= 1e-2
     assert abs(r["hybrid_he_auc"] - r["hybrid_he_plain_auc"]) < 0.005
-    assert r["hybrid_he_s_per_image"] > 0
+    assert r["hybrid_he_s_per_image"] > 0 and r["hybrid_he_seconds"] > 0
+    assert 0 < r["intake_seconds"] < r["hybrid_train_seconds"]
     # The loss attack on a DP model stays near chance.
     assert abs(r["hybrid_attack_auc"] - 0.5) < 0.1
     lo, hi = r["hybrid_tpr_001_ci"]
