@@ -13,17 +13,24 @@ same steps on the dummy data (differentiably) and matches the whole weight chang
 Quality is measured with :mod:`pets_lite.metrics` (scikit-image's SSIM and PSNR) against the true
 images, after pairing every true image with its best reconstruction (the attack cannot know the
 batch order).
+
+Chapter 04 runs the attack as :func:`attack` (one hospital's update) and :func:`aggregate_attack`
+(the mean update SecAgg+ shows the server, against unrelated X-rays as the reference); the
+hospitals' local step in its federation is :class:`ClientStep`, a local-update function for
+:mod:`pets_lite.fl.secagg`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import config
+from . import config, metrics, train
+from .fl import secagg
 
 Update = list[torch.Tensor]
 
@@ -64,7 +71,8 @@ class InversionNet(nn.Sequential):
 
 def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
     if images.ndim != 4:
-        raise InversionError(f"images must be a batch shaped (N, C, H, W), got {tuple(images.shape)}")
+        raise InversionError("images must be a batch shaped (N, C, H, W), got "
+                             f"{tuple(images.shape)}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise InversionError(f"labels must be 1-D with one label per image: {tuple(labels.shape)} "
                              f"labels for {len(images)} images")
@@ -88,7 +96,8 @@ def _unrolled_update(model: nn.Module, params: dict[str, torch.Tensor], images: 
 
 def client_update(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 1,
                   lr: float = 0.1) -> Update:
-    """What a client sends, as a gradient: (w0 - w_K) / lr after ``steps`` SGD steps on its batch."""
+    """What a client sends, as a gradient: (w0 - w_K) / lr after ``steps`` SGD steps on its
+    batch."""
     _check_batch(images, labels)
     if steps < 1 or lr <= 0:
         raise InversionError(f"steps must be >= 1 and lr > 0, got steps={steps}, lr={lr}")
@@ -196,3 +205,101 @@ def _trial_update(model, params, x, labels, steps, lr) -> Update:
     """The update the attack's current dummy images produce (no graph kept)."""
     leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
     return [u.detach() for u in _unrolled_update(model, leaves, x, labels, steps, lr, False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The attack as chapter 04 runs it: on one update, and on aggregates of several hospitals
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ClientStep:
+    """Each hospital's local computation in a federation of the small inversion models, as a
+    :data:`pets_lite.fl.secagg.LocalUpdate`: hospital k runs ``steps`` SGD steps of size ``lr``
+    on its batch ``images[k]`` / ``labels[k]`` (shaped (clients, batch, C, H, W) / (clients,
+    batch)) and returns its new parameters. Deterministic: the same inputs give the same update,
+    so a test can recompute what each hospital sent."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    kind: str = "mlp"
+    steps: int = 1
+    lr: float = 0.1
+
+    def __post_init__(self):
+        if (self.images.ndim != 5 or self.labels.ndim != 2
+                or self.images.shape[:2] != self.labels.shape):
+            raise InversionError("images must be (clients, batch, C, H, W) with labels (clients, "
+                                 f"batch); got {tuple(self.images.shape)} and "
+                                 f"{tuple(self.labels.shape)}")
+
+    def model(self, params: list[np.ndarray]) -> InversionNet:
+        """The inversion network holding ``params``."""
+        net = InversionNet(kind=self.kind, in_channels=self.images.shape[2],
+                           image_size=self.images.shape[-1])
+        secagg.load_parameters(net, params)
+        return net
+
+    def __call__(self, hospital: int, params: list[np.ndarray], server_round: int = 1
+                 ) -> list[np.ndarray]:
+        update = client_update(self.model(params), self.images[hospital], self.labels[hospital],
+                               steps=self.steps, lr=self.lr)
+        return [np.asarray(v) - self.lr * u.numpy() for v, u in zip(params, update)]
+
+
+def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 1,
+           lr: float = 0.1, iterations: int = 400, seed: int = 0) -> tuple[Reconstruction, dict]:
+    """One hospital's update on ``images``, then the attack on it: ``(reconstruction, scores)``,
+    the scores of :func:`pets_lite.metrics.matched_scores`. One image: the label is recovered
+    (iDLG); a batch: the labels are given (the attacker's best case)."""
+    update = client_update(model, images, labels, steps=steps, lr=lr)
+    rec = invert(model, update, len(images), labels=None if len(images) == 1 else labels,
+                 steps=steps, lr=lr, iterations=iterations, seed=seed)
+    return rec, metrics.matched_scores(images, rec.images)
+
+
+def aggregate_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     n_hospitals: int, unrelated: list[torch.Tensor], iterations: int = 400,
+                     seed: int = 0, steps: int = 1, lr: float = 0.1) -> dict:
+    """The attack on what SecAgg+ shows the server: the mean update of ``n_hospitals``
+    hospitals, hospital k holding the k-th equal share of ``images``.
+
+    With one image per hospital the attacker inverts one image (label by iDLG) and keeps its
+    best match among the hospitals' images; with several it inverts a batch of all of them with
+    the labels given, paired by :func:`pets_lite.metrics.matched_scores`. The reference is the
+    same score against each set of ``unrelated`` X-rays (as many images, none in the aggregate):
+    an ``advantage`` near 0 means the reconstruction tells the server no more about these
+    patients than about strangers. Returns ``{"hospitals", "images", "ssim", "unrelated_ssim",
+    "advantage", "reconstruction", "matched"}`` (``matched``: the hospital image each
+    reconstruction was paired with).
+    """
+    _check_batch(images, labels)
+    n = len(images)
+    if n_hospitals < 1 or n % n_hospitals:
+        raise InversionError(f"{n} images cannot be shared equally by {n_hospitals} hospitals")
+    if not unrelated:
+        raise InversionError("give at least one set of unrelated X-rays as the reference")
+    for ref in unrelated:
+        if len(ref) != n:
+            raise InversionError(f"each unrelated set must hold {n} images, got {len(ref)}")
+        if any(torch.equal(a, b) for a in ref for b in images):
+            raise InversionError("an 'unrelated' X-ray is one of the hospitals' images: take the "
+                                 "reference from images outside the aggregate")
+    per = n // n_hospitals
+    shares = [slice(k * per, (k + 1) * per) for k in range(n_hospitals)]
+    aggregate = train.weighted_average([client_update(model, images[s], labels[s], steps=steps,
+                                                      lr=lr) for s in shares])
+    if per == 1:
+        rec = invert(model, aggregate, 1, steps=steps, lr=lr, iterations=iterations, seed=seed)
+        hit = metrics.best_match(rec.images, images)
+        own, matched = hit["ssim"], hit["index"]
+        refs = [metrics.best_match(rec.images, ref)["ssim"] for ref in unrelated]
+    else:
+        rec = invert(model, aggregate, n, labels=labels, steps=steps, lr=lr,
+                     iterations=iterations, seed=seed)
+        scores = metrics.matched_scores(images, rec.images)
+        own, matched = scores["ssim"], scores["order"]
+        refs = [metrics.matched_scores(ref, rec.images)["ssim"] for ref in unrelated]
+    reference = float(np.mean(refs))
+    return {"hospitals": n_hospitals, "images": n, "ssim": float(own),
+            "unrelated_ssim": reference, "advantage": float(own) - reference,
+            "reconstruction": rec.images, "matched": matched}

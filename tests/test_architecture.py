@@ -19,10 +19,9 @@ LAYER = {**{m: 0 for m in LOWER}, **{m: 1 for m in PET}, **{m: 2 for m in MEASUR
          **{m: 3 for m in TOP}}
 #: Modules and findings that the restructuring of issue 16 removes; each helper empties its part.
 #: Must be empty when the restructuring lands.
-PENDING_MODULES = {"fl_app", "fl_deploy", "secagg"}
-PENDING_FINDINGS = {"pets_lite/secagg.py: from fl import _ray_start_failed",
-                    "pets_lite/pipeline.py: secagg._CountingGrid"}
-PENDING_BIG = {"pets_lite/dp.py", "pets_lite/fl.py", "pets_lite/he.py", "pets_lite/smpc.py"}
+PENDING_MODULES: set[str] = set()
+PENDING_FINDINGS: set[str] = set()
+PENDING_BIG = {"pets_lite/dp.py", "pets_lite/he.py", "pets_lite/smpc.py"}
 LAYER.update({m: 1 for m in PENDING_MODULES})
 #: PET modules that compose another PET module (rule 2), and the ones they compose.
 COMPOSES = {"dp": {"clipping"}, "smpc": {"crypten_compat"}, "fl": {"dp"}}

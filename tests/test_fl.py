@@ -1,4 +1,4 @@
-"""pets_lite.fl and pets_lite.fl_deploy: settings, local training, strategies, faults, deployment.
+"""pets_lite.fl: settings, local training, strategies, faults, the wire tap, deployment.
 
 Strategy and ClientApp behaviour is exercised on the in-process Grid (seconds, no Ray); one test
 runs the real deployment engine (a SuperLink and two SuperNodes on 127.0.0.1) end to end.
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pets_lite import fl, fl_deploy, net
+from pets_lite import fl, net, train
+from pets_lite.fl import deploy
 
 TINY = dict(width=4, depth=1, batch_size=64, fast=True)
 
@@ -39,6 +40,18 @@ def test_bad_settings_are_refused_with_a_reason(kwargs, match):
         fl.FLConfig(**kwargs)
 
 
+def test_settings_are_a_recipe_with_the_full_mode_by_default():
+    from pets_lite.recipes import Recipe
+
+    cfg = fl.FLConfig()
+    assert isinstance(cfg, Recipe) and cfg.fast is False
+    assert cfg.variant(fast=True).fast is True and cfg.variant(fast=True).rounds == cfg.rounds
+    with pytest.raises(fl.FLConfigError, match="rounds must be a int"):
+        fl.FLConfig(rounds=2.5)
+    with pytest.raises(fl.FLConfigError, match="has no settings"):
+        cfg.replace(epochs=3)
+
+
 def test_settings_travel_as_a_config_record_and_back():
     cfg = tiny(name="x", strategy="fedprox", proximal_mu=0.5, alpha=0.1, rounds=4)
     record = cfg.to_record()
@@ -61,18 +74,18 @@ def test_hospital_data_is_a_seeded_partition(data_available):
 
 
 def test_proximal_term_keeps_the_local_model_near_the_global_one(data_available):
-    cfg = tiny()
-    local = fl.config_data(cfg, 0)["train"]
-    torch.manual_seed(0)
+    """A FedProx hospital (large mu) moves less far from the global weights than a FedAvg one
+    with the same data, seed and round (through the ClientApp's own local step)."""
+    cfg = tiny(lr=1e-2, batch_size=32)
     start = fl.build_model(cfg).state_dict()
 
-    def drift(mu):
-        model = fl.build_model(cfg)
-        model.load_state_dict(start)
-        fl.local_train(model, local, epochs=1, lr=1e-2, batch_size=32, proximal_mu=mu)
-        return sum(((p - start[n]) ** 2).sum().item() for n, p in model.state_dict().items())
+    def drift(c):
+        state, _ = fl.client_update(c, 0, start, server_round=1)
+        return sum(((v - start[n]) ** 2).sum().item() for n, v in state.items())
 
-    assert drift(50.0) < 0.7 * drift(0.0)
+    assert drift(cfg.replace(strategy="fedprox", proximal_mu=50.0)) < 0.7 * drift(cfg)
+    assert drift(cfg.replace(strategy="fedprox", proximal_mu=1e-6)) == pytest.approx(
+        drift(cfg), rel=1e-3)
 
 
 def test_client_update_returns_weights_and_counts(data_available):
@@ -110,6 +123,24 @@ def test_a_crashing_hospital_does_not_stop_the_run(data_available):
     assert second["bytes_down"] >= 6 * model_bytes  # train and evaluate messages
     table = fl.hospitals_table(res)
     assert list(table.index) == ["H1", "H2", "H3"] and "val-auc" in table
+
+
+def test_fedavg_is_the_weighted_mean_of_what_the_hospitals_sent(data_available):
+    """The global model after a round is the num-examples-weighted mean of every hospital's
+    weights (train.weighted_average), not one hospital's, nor an unweighted mean."""
+    cfg = tiny(name="mean", rounds=1, client_eval=False, alpha=0.3)
+    res = fl.run_in_process([cfg], keep_updates=True)["mean"]
+    sent = res.updates[1]
+    sizes = {int(r["hospital"]): r["num-examples"] for r in res.hospitals if r["phase"] == "train"}
+    assert sorted(sent) == [0, 1, 2] and len(set(sizes.values())) == 3
+    names = list(res.state_dict)
+    want = train.weighted_average([[sent[k][n] for n in names] for k in range(3)],
+                                  [sizes[k] for k in range(3)])
+    for n, w in zip(names, want):
+        assert np.allclose(res.state_dict[n].numpy(), w, atol=1e-6), n
+    plain = train.weighted_average([[sent[k][n] for n in names] for k in range(3)])
+    assert max(float(np.abs(res.state_dict[n].numpy() - p).max())
+               for n, p in zip(names, plain)) > 1e-4
 
 
 def test_when_every_hospital_fails_the_global_model_stays(data_available):
@@ -175,12 +206,12 @@ def test_results_round_trip_through_json():
 # -- the deployment engine ------------------------------------------------------------------------
 
 def test_deployment_refuses_bad_input():
-    with pytest.raises(fl_deploy.DeploymentError, match="positive int"):
-        fl_deploy.LocalDeployment(0)
-    dep = fl_deploy.LocalDeployment(1)
-    with pytest.raises(fl_deploy.DeploymentError, match="unknown run-config keys"):
+    with pytest.raises(deploy.DeploymentError, match="positive int"):
+        deploy.LocalDeployment(0)
+    dep = deploy.LocalDeployment(1)
+    with pytest.raises(deploy.DeploymentError, match="unknown run-config keys"):
         dep.run(run_config={"epochs": 3})
-    with pytest.raises(fl_deploy.DeploymentError, match="start"):
+    with pytest.raises(deploy.DeploymentError, match="start"):
         dep.run(run_config={"rounds": 1})
     dep.stop()
     port = net.free_port()
@@ -191,7 +222,7 @@ def test_deployment_engine_on_loopback(data_available):
     """1 SuperLink + 2 SuperNodes on 127.0.0.1, one round on fast-mode data; nothing left behind."""
     import psutil
 
-    with fl_deploy.LocalDeployment(n_supernodes=2) as fed:
+    with deploy.LocalDeployment(n_supernodes=2) as fed:
         ports = list(fed.ports)
         run = fed.run(run_config={"rounds": 1, "width": 8, "depth": 2, "client-eval": False},
                       timeout=600)
@@ -216,3 +247,45 @@ def test_deployment_engine_on_loopback(data_available):
             leftover.append((p.pid, cmd))
     assert not leftover, leftover
     assert not fed.workdir.exists()
+
+
+# -- the engine: Ray's start-up failures, the fallback, the wire ---------------------------------
+
+def test_a_failed_ray_start_is_recognised_through_the_exception_chain():
+    try:
+        try:
+            raise TimeoutError("The raylet timed out during startup")
+        except TimeoutError as inner:
+            raise RuntimeError("simulation failed") from inner
+    except RuntimeError as exc:
+        assert fl.engine.ray_start_failed(exc)
+    assert not fl.engine.ray_start_failed(RuntimeError("a ClientApp raised"))
+
+
+def test_when_ray_cannot_start_the_same_apps_run_in_process(data_available, monkeypatch):
+    def no_ray(*args, **kwargs):
+        raise fl.RayStartError("simulated")
+
+    monkeypatch.setattr(fl.engine, "run_on_ray", no_ray)
+    with pytest.raises(fl.RayStartError):
+        fl.simulate([tiny(name="x", rounds=1, client_eval=False)], progress=False)
+    res = fl.simulate([tiny(name="x", rounds=1, client_eval=False)], progress=False,
+                      fallback=True)["x"]
+    assert res.engine == "in-process" and res.rounds[-1]["trained"] == 3
+    with pytest.raises(fl.FLConfigError, match="engine must be one of"):
+        fl.run_apps(None, None, 1, engine="gpu")
+
+
+def test_the_wire_tap_counts_serialised_messages_both_ways(data_available):
+    cfg = tiny(name="tap", rounds=1, client_eval=False)
+    with fl.quiet_flower(), fl.InProcessGrid(3) as grid:
+        tap = fl.WireTap(grid, keep=True)
+        res = fl.run_experiment(tap, cfg)
+    replies = [m for _, m in tap.replies]
+    assert tap.exchanges == 2 and len(replies) == 3  # train (3 replies), evaluate (none asked)
+    assert tap.bytes_received == sum(fl.wire.message_bytes(m) for m in replies)
+    assert res.rounds[1]["bytes_up"] == tap.bytes_received
+    assert res.rounds[1]["bytes_down"] == tap.bytes_sent
+    size = sum(t.numel() for t in fl.build_model(cfg).state_dict().values())
+    weights = [v for m in replies for v in fl.wire.sent_vectors(m)]
+    assert len(weights) == 3 and all(v.size == size for v in weights)

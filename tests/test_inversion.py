@@ -2,6 +2,7 @@
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,44 @@ def test_cnn_variant_runs(images):
     u = inv.client_update(m, x[:1], y[:1])
     rec = inv.invert(m, u, 1, iterations=5)
     assert rec.images.shape == (1, 1, 28, 28) and 0 <= rec.images.min() <= rec.images.max() <= 1
+
+
+def test_the_attack_helper_is_the_attack_on_one_update(model, images):
+    x, y = images
+    rec, scores = inv.attack(model, x[:1], y[:1], iterations=150, seed=0)
+    assert rec.label_recovered and scores["ssim"] >= 0.8
+    rec2, scores2 = inv.attack(model, x[:2], y[:2], iterations=5, seed=0)
+    assert not rec2.label_recovered and torch.equal(rec2.labels, y[:2])  # a batch: labels given
+    assert len(scores2["ssim_each"]) == 2
+
+
+def test_client_step_is_each_hospitals_sgd_step(model, images):
+    from pets_lite.fl import secagg
+
+    x, y = images
+    step = inv.ClientStep(x[:6].reshape(3, 2, 1, 28, 28), y[:6].reshape(3, 2), lr=0.1)
+    start = secagg.model_parameters(model)
+    new = step(1, start)
+    grad = inv.client_update(model, x[2:4], y[2:4], lr=0.1)
+    for w, s, g in zip(new, start, grad):
+        assert torch.allclose(torch.from_numpy(w), torch.from_numpy(s) - 0.1 * g, atol=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(new, step(1, start)))  # deterministic
+
+
+def test_aggregate_attack_against_unrelated_x_rays(model, images):
+    x, y = images
+    one = inv.aggregate_attack(model, x[10:13], y[10:13], 3, unrelated=[x[20:23], x[23:26]],
+                               iterations=60, seed=0)
+    assert one["hospitals"] == 3 and one["images"] == 3 and len(one["matched"]) == 1
+    assert one["advantage"] == pytest.approx(one["ssim"] - one["unrelated_ssim"])
+    hit = metrics.best_match(one["reconstruction"], x[10:13])
+    assert one["ssim"] == pytest.approx(hit["ssim"])
+    several = inv.aggregate_attack(model, x[30:36], y[30:36], 3, unrelated=[x[40:46]],
+                                   iterations=10, seed=0)
+    assert several["images"] == 6 and several["reconstruction"].shape == (6, 1, 28, 28)
+    with pytest.raises(inv.InversionError, match="one of the hospitals' images"):
+        inv.aggregate_attack(model, x[10:13], y[10:13], 3, unrelated=[x[12:15]], iterations=1)
+    with pytest.raises(inv.InversionError, match="shared equally"):
+        inv.aggregate_attack(model, x[10:14], y[10:14], 3, unrelated=[x[20:24]], iterations=1)
+    with pytest.raises(inv.InversionError, match="must hold 3 images"):
+        inv.aggregate_attack(model, x[10:13], y[10:13], 3, unrelated=[x[20:22]], iterations=1)

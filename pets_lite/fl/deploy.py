@@ -14,12 +14,13 @@ Two traps this module steps around:
   multi-GB CUDA build); we start it with ``--disable-runtime-dependency-installation``, so the
   apps run in this environment, where ``pets_lite`` is installed.
 
-From a shell: ``python -m pets_lite.fl_deploy --supernodes 2 --run-config rounds=1``.
+From a shell: ``python -m pets_lite.fl.deploy --supernodes 2 --run-config rounds=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,11 +32,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, net
-from .fl import FLConfig, FLResult
+from .. import config, net
+from .server import FLResult
+from .settings import FLConfig
 
 #: The Flower App folder (pyproject with ``[tool.flwr.app]``) shipped with the package.
-APP_DIR = Path(__file__).resolve().parent / "fl_app"
+APP_DIR = Path(__file__).resolve().parent / "app"
 HOST = "127.0.0.1"
 CONNECTION = "pets-local"
 
@@ -204,15 +206,15 @@ class LocalDeployment:
             if not procs:
                 break
             for p in procs:
-                with _ignore(psutil.NoSuchProcess):
+                with contextlib.suppress(psutil.NoSuchProcess):
                     p.terminate()
             _, still = psutil.wait_procs(procs, timeout=timeout)
             for p in still:
-                with _ignore(psutil.NoSuchProcess):
+                with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
             psutil.wait_procs(still, timeout=timeout)
         for proc in self.processes:
-            with _ignore(Exception):
+            with contextlib.suppress(Exception):
                 proc.wait(timeout=1)
         for log in self._logs:
             log.close()
@@ -239,10 +241,10 @@ class LocalDeployment:
             timeout: float = 300.0) -> DeploymentRun:
         """Submit the app with ``flwr run`` and wait until it finishes; read its results file."""
         run_config = dict(run_config or {})
-        unknown = [k for k in run_config if k.replace("-", "_") not in FLConfig.__dataclass_fields__]
+        known = FLConfig.field_names()
+        unknown = [k for k in run_config if k.replace("_", "-") not in known]
         if unknown:
-            raise DeploymentError(f"unknown run-config keys {unknown}; known: "
-                                  f"{sorted(FLConfig().to_record())}")
+            raise DeploymentError(f"unknown run-config keys {unknown}; known: {sorted(known)}")
         FLConfig.from_record({"n-hospitals": self.n_supernodes, **run_config})  # refuse bad values
         if not self.processes:
             raise DeploymentError("start() the deployment first (or use it as a context manager)")
@@ -274,17 +276,6 @@ class LocalDeployment:
         self._remember()
         result = FLResult.from_json(json.loads(results.read_text())) if results.exists() else None
         return DeploymentRun(run_id, status, seconds, result, log, sorted(self.seen))
-
-
-class _ignore:
-    def __init__(self, *kinds):
-        self.kinds = kinds
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, self.kinds)
 
 
 def main(argv: list[str] | None = None) -> int:
