@@ -41,8 +41,26 @@ def auc_score(labels, scores) -> float:
                                labels=np.arange(scores.shape[1])))
 
 
+def logit_scores(logits) -> np.ndarray:
+    """What to rank for an AUC, from a model's logits (N, C), computed in float64: for two classes
+    the logit margin z1 - z0 (rank-equivalent to the probability of class 1, but it never rounds
+    to a tie the way a softmax of a confident model does); for more classes the softmax.
+
+    >>> logit_scores(np.array([[0.0, 60.0], [0.0, 50.0]])).tolist()  # softmax would tie at 1.0
+    [60.0, 50.0]
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise MetricError(f"logits must be (N, C) with C >= 2, got {z.shape}")
+    if z.shape[1] == 2:
+        return z[:, 1] - z[:, 0]
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def accuracy(labels, probs) -> float:
-    """Share of examples whose most probable class is the label.
+    """Share of examples whose most probable class is the label (``probs`` may be logits).
 
     >>> accuracy(np.array([0, 1, 1]), np.array([[.9, .1], [.2, .8], [.7, .3]]))
     0.6666666666666666

@@ -50,29 +50,38 @@ def loader(dataset: Dataset, batch_size: int = 256, shuffle: bool = False,
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 512,
-                  device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(probabilities (N, C), labels (N,))`` of ``model`` over a dataset or loader."""
+def predict_logits(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 512,
+                   device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (N, C) as float64, labels (N,))`` of ``model`` over a dataset or loader."""
     device = device or next(model.parameters()).device
     data = data if isinstance(data, DataLoader) else loader(data, batch_size)
     was_training = model.training
     model.eval()
-    probs, labels = [], []
+    logits, labels = [], []
     for x, y in data:
-        probs.append(torch.softmax(model(x.to(device)), dim=1).cpu())
+        logits.append(model(x.to(device)).double().cpu())
         labels.append(y)
     model.train(was_training)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def predict_proba(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 512,
+                  device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities (N, C), labels (N,))`` of ``model`` over a dataset or loader (softmax in
+    float64; rank by :func:`pets_lite.metrics.logit_scores` instead, which never saturates)."""
+    logits, labels = predict_logits(model, data, batch_size, device)
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy(), labels
 
 
 def evaluate(model: nn.Module, data: Dataset | DataLoader,
              batch_size: int = 512) -> dict[str, float]:
-    """``{"auc", "acc", "loss"}`` of ``model`` on ``data``."""
-    probs, labels = predict_proba(model, data, batch_size)
-    eps = 1e-12
-    loss = float(-np.mean(np.log(probs[np.arange(len(labels)), labels] + eps)))
-    return {"auc": metrics.auc_score(labels, probs), "acc": metrics.accuracy(labels, probs),
-            "loss": loss}
+    """``{"auc", "acc", "loss"}`` of ``model`` on ``data``: the AUC ranks the logit margins
+    (probabilities of confident models round to 1.0 and tie), the loss is the mean cross-entropy."""
+    logits, labels = predict_logits(model, data, batch_size)
+    log_p = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
+    loss = float(-np.mean(log_p[np.arange(len(labels)), labels]))
+    return {"auc": metrics.auc_score(labels, metrics.logit_scores(logits)),
+            "acc": metrics.accuracy(labels, logits), "loss": loss}
 
 
 def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,

@@ -45,3 +45,25 @@ def test_ssim_psnr_and_matching():
         metrics.pairwise_ssim(torch.zeros(1, 28, 28), torch.zeros(1, 14, 14))
     with pytest.raises(metrics.MetricError, match="single-channel"):
         metrics.as_images(torch.zeros(1, 3, 8, 8))
+
+
+def test_auc_of_confident_models_is_not_lost_to_saturated_probabilities():
+    """Probabilities of margins above ~37 round to 1.0 and tie; margins keep the ranking."""
+    import torch
+
+    from pets_lite import train
+
+    margins = np.array([60.0, 50.0, 45.0, 40.0])
+    labels = np.array([1, 0, 1, 0])
+    logits = np.stack([np.zeros(4), margins], axis=1)
+    tied = torch.softmax(torch.tensor(logits, dtype=torch.float32), 1).numpy()
+    assert metrics.auc_score(labels, tied) == 0.5               # every score rounds to 1.0
+    assert metrics.auc_score(labels, metrics.logit_scores(logits)) == 0.75
+    model = torch.nn.Linear(1, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0], [1.0]]))
+    data = torch.utils.data.TensorDataset(torch.tensor(margins, dtype=torch.float32)[:, None],
+                                          torch.tensor(labels))
+    result = train.evaluate(model, data)
+    assert result["auc"] == 0.75 and result["acc"] == 0.5
+    assert result["loss"] == pytest.approx(np.mean([0.0, 50.0, 0.0, 40.0]))
