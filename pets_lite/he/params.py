@@ -123,6 +123,15 @@ class CKKSParams:
             table[bits] = found
         return [table[bits].pop() for bits in self.coeff_mod_bit_sizes]
 
+    def rescale_offsets(self) -> list[float]:
+        """``q / 2^s - 1`` for each middle prime: how far each rescale's divisor is from the scale
+        (SEAL's primes are 1 mod 2N, so none is a power of two).
+
+        >>> max(abs(o) for o in BATCHED_PARAMS.rescale_offsets()) < 1e-3
+        True
+        """
+        return [q / self.scale - 1.0 for q in self.primes()[1:-1]]
+
     def describe(self) -> dict:
         """The parameters and their security check as a flat dict (a table row)."""
         return {"N": self.poly_modulus_degree, "slots": self.slots,

@@ -4,7 +4,8 @@
 * :mod:`.inference`: private inference (model owner = party 0, hospital = party 1);
 * :mod:`.shares`: what CrypTen's shares of an image are, and statistics on them;
 * :mod:`.ops`: single operations timed, with rounds and bytes;
-* :mod:`.training`: private training on two hospitals' secret-shared data.
+* :mod:`.training`: private training on two hospitals' secret-shared data;
+* :mod:`.scratch`: additive sharing in Z_2^64 and Beaver multiplication in NumPy.
 
 CrypTen is imported, and repaired for this PyTorch, by :mod:`pets_lite.crypten_compat` when it is
 first used (a party starts, or a caller asks for it): importing this package does not import it.
@@ -30,7 +31,13 @@ from .parties import (
     run_parties,
     total_stats,
 )
-from .shares import same_stream, share_images, share_statistics, to_unit_interval
+from .shares import (
+    same_stream,
+    share_images,
+    share_statistics,
+    to_unit_interval,
+    zero_share_check,
+)
 from .training import (
     binary_auc,
     initial_net,
@@ -42,7 +49,7 @@ from .training import (
 
 __all__ = ["MPC_RECIPE", "MPCRecipe", "fold_batchnorm", "inference_model", "plaintext_inference",
            "private_inference", "op_costs", "HOSPITAL", "OWNER", "PartyError", "check_images",
-           "comm_stats",
-           "fresh_generator_state", "reset_stats", "run_parties", "total_stats", "same_stream",
-           "share_images", "share_statistics", "to_unit_interval", "binary_auc", "initial_net",
-           "plaintext_training", "private_training", "split_hospitals", "training_net"]
+           "comm_stats", "fresh_generator_state", "reset_stats", "run_parties", "total_stats",
+           "same_stream", "share_images", "share_statistics", "to_unit_interval",
+           "zero_share_check", "binary_auc", "initial_net", "plaintext_training",
+           "private_training", "split_hospitals", "training_net"]

@@ -56,6 +56,33 @@ def share_images(images: torch.Tensor, provider: str = "TFP",
     return {"share0": s0, "share1": s1, "encoded": encoded, "scale": values[0]["scale"]}
 
 
+def _zero_share_party(rank: int, images: torch.Tensor, seed: int):
+    crypten = crypten_compat.crypten_module()
+    out = []
+    for secret in (images, torch.zeros_like(images)):  # an X-ray, then a black image
+        _reseed_zero_sharing(crypten, rank, seed)
+        own = secret if rank == HOSPITAL else torch.zeros_like(secret)
+        out.append(crypten.cryptensor(own, src=HOSPITAL).share.clone().numpy())
+    return out
+
+
+def zero_share_check(images: torch.Tensor, seed: int, provider: str = "TFP") -> dict[str, bool]:
+    """Share ``images`` and a black image of the same shape under the same zero-sharing seeds.
+
+    ``"owner_share_identical"``: whether party 0's two shares are equal in every element (True:
+    party 0 holds the zero sharing alone, nothing of the image); ``"hospital_share_is_image"``:
+    whether the hospital's two shares differ by exactly the encoded image.
+    """
+    images = check_images(images)
+    (owner_img, owner_blank), (hosp_img, hosp_blank) = run_parties(
+        _zero_share_party, args=(images, seed), provider=provider)
+    encoded = (images * 2**16).long().numpy()  # CrypTen's FixedPointEncoder, 16 fractional bits
+    with np.errstate(over="ignore"):
+        difference = hosp_img - hosp_blank
+    return {"owner_share_identical": bool(np.array_equal(owner_img, owner_blank)),
+            "hospital_share_is_image": bool(np.array_equal(difference, encoded))}
+
+
 def share_statistics(share: np.ndarray, secret: np.ndarray, other_share: np.ndarray | None = None,
                      bins: int = 256) -> dict[str, float]:
     """Tests that a share looks uniform and independent of the secret.
