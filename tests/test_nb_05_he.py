@@ -42,6 +42,23 @@ def test_he_notebook(executed, data_available):
     assert r["context_ratio"] > 5
     assert 0.2 < r["query_mib_per_image_batched"] / r["query_mib_per_image_tutorial"] < 5
     assert r["n_query_ciphertexts"] == 28 * 28 and r["batched_slots"] == 4096
+    # IND-CPA^D: the decrypted scores of a full batch give the server the key and the X-rays;
+    # flooding them stops this attack
+    assert r["leak_batch"] == 4096 and 0 < r["leak_decryption_noise"] < 1e-2
+    assert r["leak_key_agreement"] == 1.0 and r["leak_image_error"] < 1e-3
+    assert r["leak_flooded_key_agreement"] < 0.01
+    assert r["leak_flood_width"] > r["leak_decryption_noise"]
+    # circuit privacy: the hospital reads the noise, and two weightings of one function differ
+    assert 0 < r["result_noise_imag_max"] < 1e-2 and r["result_noise_bits"] > 0
+    assert r["weighting_noise_ratio"] > 2 and r["weighting_function_gap"] < 1e-4
+    assert 8 < r["flood_precision_bits"] < 30
+    assert r["flood40_seal_can_hold"] is False and r["flood40_keep8_seal_can_hold"] is False
+    assert r["flood40_smallest_N"] > 8192 and r["flood40_extra_levels"] > 5
+    assert r["flood20_keep8_seal_can_hold"] is True and r["flood20_keep8_smallest_N"] == 2 * 8192
+    assert 0 < r["flood20_keep8_extra_levels"] < r["flood40_extra_levels"]
+    # Solution 2: a x^2 + b x, with a folded, costs the levels of x^2; the model still needs 5
+    assert r["act_levels_x2"] == r["act_levels_folded"] == 1 and r["act_levels_naive"] == 2
+    assert r["depth_poly_batched"] == 5 and r["act_error_folded"] < 1e-2
     # the book-wide row: encrypted AUC, seconds and megabytes per image of the batched path
     (row,) = chapter_rows(r, "05")
     assert row.key == "he-ckks" and row.family == "cryptography" and row.stage == "inference"

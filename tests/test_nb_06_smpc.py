@@ -30,6 +30,9 @@ def test_secure_mpc_notebook(executed, data_available):
     assert r["encoded_chi2_p"] < 1e-6 and r["encoded_ks_p"] < 1e-6 and r["weak_chi2_p"] < 1e-6
     assert r["share_reconstruction_error"] < 2.0**-16
     assert r["mt_seed_collision"] is True and r["n_share_elements"] == 16 * 28 * 28
+    # From scratch: the same ring element as CrypTen's product, within the truncation's unit after.
+    assert r["scratch_n"] == 28 and r["scratch_equal_in_ring"] is True
+    assert r["scratch_units_from_crypten"] <= 2 and r["scratch_units_from_exact"] <= 2
     # Private inference: the hospital alone gets logits that match plaintext.
     assert r["n_private"] >= 100
     assert r["agreement"] >= 0.99 and r["logit_error"] < 0.05
@@ -44,6 +47,14 @@ def test_secure_mpc_notebook(executed, data_available):
     assert r["op_compare_bytes_ratio"] > 5
     assert r["op_maxpool_rounds"] > r["op_relu_rounds"] > r["op_compare_rounds"]
     assert r["op_softmax_rounds"] > r["op_relu_rounds"]
+    # The network prediction: from the measured rounds and bytes, slower with every ms of delay.
+    n, rounds, mb = r["n_private"], r["inference_rounds"], r["inference_mb"]
+    for rtt in (1, 10, 50):
+        assert r["inference_seconds_per_image"] < r[f"net_{rtt}ms_low"] <= r[f"net_{rtt}ms_high"]
+    assert r["net_1ms_high"] < r["net_10ms_high"] < r["net_50ms_high"]
+    assert r["net_50ms_high"] - r["net_10ms_high"] == pytest.approx(rounds * 0.040 / n)
+    assert r["net_transfer_s_per_image"] == pytest.approx(mb * 8 / 100 / n)
+    assert r["net_transfer_s_per_image"] > r["net_latency_50ms_s_per_image"]  # bytes dominate
     # Private training tracks plaintext training with the same steps.
     assert r["n_hospital_a"] > 0 and r["n_hospital_b"] > r["n_hospital_a"]
     assert abs(r["train_private_auc"] - r["train_plain_auc"]) < 0.03

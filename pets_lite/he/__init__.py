@@ -22,12 +22,23 @@ decrypting to noise.
 
 Modules: :mod:`.params` (parameters and the 128-bit table, errors), :mod:`.model` (the x^2
 network, its recipe, the depth check), :mod:`.client` (the wire format, the hospital),
-:mod:`.server` (the model owner), :mod:`.cost` (one round trip, measured).
+:mod:`.server` (the model owner), :mod:`.cost` (one round trip, measured), :mod:`.leakage`
+(what a decryption handed back tells the server: CKKS is not IND-CPA^D secure, Li and Micciancio
+2021), :mod:`.noise` (the noise a result carries, noise flooding and its cost, the depth of an
+``a x^2 + b x`` activation).
 """
 
 from .client import HEClient, Message, fingerprint
 from .cost import cost_row, run_path, summarise
+from .leakage import RecoveredKey, flood, key_agreement, recover_secret_key, stolen_images
 from .model import HE_RECIPE, HEConvNet, HERecipe, check_depth, he_model
+from .noise import (
+    activation_levels,
+    equivalent_weighting,
+    flooding_cost,
+    result_noise,
+    weighting_leak,
+)
 from .params import (
     BATCHED_PARAMS,
     ENCODING_RANGE,
@@ -48,4 +59,6 @@ __all__ = ["HEClient", "Message", "fingerprint", "cost_row", "run_path", "summar
            "HEConvNet", "HERecipe", "check_depth", "he_model", "BATCHED_PARAMS", "ENCODING_RANGE",
            "HE_STANDARD_128", "PACKINGS", "TUTORIAL_PARAMS", "CKKSParams", "ContextMismatchError",
            "DepthError", "EncodingRangeError", "HEError", "ParameterError", "SecretKeyError",
-           "HEServer"]
+           "HEServer", "RecoveredKey", "flood", "key_agreement", "recover_secret_key",
+           "stolen_images", "activation_levels", "equivalent_weighting", "flooding_cost",
+           "result_noise", "weighting_leak"]

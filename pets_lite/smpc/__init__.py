@@ -5,7 +5,8 @@
 * :mod:`.shares`: what CrypTen's shares of an image are, and statistics on them;
 * :mod:`.ops`: single operations timed, with rounds and bytes;
 * :mod:`.training`: private training on two hospitals' secret-shared data;
-* :mod:`.scratch`: additive sharing in Z_2^64 and Beaver multiplication in NumPy.
+* :mod:`.scratch`: additive sharing in Z_2^64 and Beaver multiplication in NumPy;
+* :mod:`.network`: the time a real link would add, predicted from rounds and bytes.
 
 CrypTen is imported, and repaired for this PyTorch, by :mod:`pets_lite.crypten_compat` when it is
 first used (a party starts, or a caller asks for it): importing this package does not import it.
@@ -19,6 +20,7 @@ from .inference import (
     plaintext_inference,
     private_inference,
 )
+from .network import Link, check_prediction, predict_seconds, predict_table
 from .ops import op_costs
 from .parties import (
     HOSPITAL,
@@ -52,4 +54,5 @@ __all__ = ["MPC_RECIPE", "MPCRecipe", "fold_batchnorm", "inference_model", "plai
            "comm_stats", "fresh_generator_state", "reset_stats", "run_parties", "total_stats",
            "same_stream", "share_images", "share_statistics", "to_unit_interval",
            "zero_share_check", "binary_auc", "initial_net", "plaintext_training",
-           "private_training", "split_hospitals", "training_net"]
+           "private_training", "split_hospitals", "training_net", "Link", "check_prediction",
+           "predict_seconds", "predict_table"]

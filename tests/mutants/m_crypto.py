@@ -59,4 +59,47 @@ MUTANTS = [
          new="        source = RingRandom(seed=0)  # mutant: every triple is the same triple\n",
          tests=("tests/test_smpc_scratch.py::test_each_multiplication_uses_a_fresh_triple",),
          why="two products opened with one Beaver triple reveal x - x'"),
+    # ---- chapter 05: what a decryption and a result reveal (issue 19)
+    dict(name="he-attack-ignores-c0", chapter="05", file="he/leakage.py",
+         old="        rows.append((c1, c1[pi], (m - c0 - c0[pi]) % q))",
+         new="        rows.append((c1, c1[pi], m % q))  # mutant: the c0 terms forgotten",
+         tests=("tests/test_he_leakage.py::"
+                "test_the_decrypted_scores_give_the_server_the_secret_key",),
+         why="the key-recovery measurement is wrong (it would report CKKS as IND-CPA^D safe)"),
+    dict(name="he-flood-adds-nothing", chapter="05", file="he/leakage.py",
+         old="    return values + (2.0 * unit.reshape(values.shape) - 1.0) * width",
+         new="    return values + 0.0 * unit.reshape(values.shape) * width  # mutant: no noise",
+         tests=("tests/test_he_leakage.py::test_flooding_the_released_values_defeats_this_attack",),
+         why="the hospital's flooding of released values adds nothing"),
+    dict(name="he-noise-reads-real-parts", chapter="05", file="he/noise.py",
+         old="            imag.append(np.imag(np.asarray(encoder.decode_complex(plain))))",
+         new="            imag.append(np.real(np.asarray(encoder.decode_complex(plain))))",
+         tests=("tests/test_he_noise.py::"
+                "test_two_weightings_of_one_function_leave_different_noise",),
+         why="the noise the hospital reads is taken from the message, not the imaginary parts"),
+    dict(name="he-flooding-cost-ignores-sigma", chapter="05", file="he/noise.py",
+         old="    extra = max(0, math.ceil(sigma - (precision - keep)))",
+         new="    extra = 0  # mutant: flooding is free",
+         tests=("tests/test_he_noise.py::test_flooding_cost_adds_sigma_bits_to_every_prime",),
+         why="circuit privacy by flooding is reported as costing no modulus"),
+    dict(name="he-activation-not-folded", chapter="05", file="he/noise.py",
+         old="    folded = square + x * (b / a)",
+         new="    folded = square * a + x * b  # mutant: a applied to x^2 on the ciphertext",
+         tests=("tests/test_he_noise.py::"
+                "test_a_x2_plus_b_x_costs_the_levels_of_x2_when_a_is_folded",),
+         why="the depth of a x^2 + b x is measured without folding a (one level too many)"),
+    # ---- chapter 06: the from-scratch product and the network prediction (issue 19)
+    dict(name="mpc-beaver-cross-term-dropped", chapter="06", file="smpc/scratch.py",
+         old="        z0 = t.c[0] + eps * t.b[0] + delta * t.a[0] + eps * delta  "
+             "# party 0 adds eps delta once",
+         new="        z0 = t.c[0] + eps * t.b[0] + delta * t.a[0]  # mutant: eps delta forgotten",
+         tests=("tests/test_smpc_scratch.py::"
+                "test_beaver_product_is_exact_in_the_ring_and_within_a_unit_after_truncation",),
+         why="the from-scratch Beaver product is wrong"),
+    dict(name="mpc-network-latency-ignored", chapter="06", file="smpc/network.py",
+         old="    latency = rounds * link.rtt_s",
+         new="    latency = 0.0 * rounds  # mutant: a round costs no delay",
+         tests=("tests/test_smpc_network.py::"
+                "test_prediction_adds_latency_per_round_and_transfer_per_byte",),
+         why="the network prediction ignores the round-trip time"),
 ]
