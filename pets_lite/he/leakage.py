@@ -250,7 +250,8 @@ def flood(values: np.ndarray, width: float) -> np.ndarray:
     """``values`` plus uniform noise in ``[-width, width]`` from the OS's CSPRNG: what a hospital
     could add before releasing decrypted values. It defeats the exact re-encoding above; a proof
     of IND-CPA^D security needs ``width`` far above the decryption noise (2^sigma times it for
-    statistical distance 2^-sigma), see :func:`pets_lite.he.noise.flooding_cost`."""
+    statistical distance 2^-sigma per coefficient), see :func:`pets_lite.he.noise.flooding_cost`.
+    """
     values = np.asarray(values, dtype=np.float64)
     if not width > 0:
         raise ValueError(f"width must be positive, got {width!r}")

@@ -7,8 +7,9 @@ different noise; ``tests/test_he_noise.py`` shows it). The hospital reads it wit
 model: the model computes on real numbers, so the imaginary part of every decoded slot is noise
 alone (:func:`result_noise`). *Noise flooding* hides it: before returning, the server adds an
 encryption of zero whose noise is uniform and ``2^sigma`` times larger; the statistical distance
-between the flooded results of two weightings is then at most ``2^-sigma`` (the smudging
-argument of Gentry's thesis). The price is sigma bits of precision, bought back with sigma more
+between the flooded results of two weightings is then at most ``2^-sigma`` per coefficient, N
+times that over a ciphertext, so sigma must also cover log2 N (the smudging argument of
+Gentry's thesis). The price is sigma bits of precision, bought back with sigma more
 bits in every prime of the chain (:func:`flooding_cost`). The same flooding, on the hospital's
 side before it releases a decryption, is the countermeasure to Li and Micciancio's IND-CPA^D
 attack (:mod:`pets_lite.he.leakage`), at the same cost.
