@@ -162,3 +162,24 @@ def test_server_refuses_what_it_cannot_evaluate(batched, model):
         he.HEServer(client.encrypt(torch.zeros(1, SIZE, SIZE)), model)
     with pytest.raises(he.HEError, match="packing"):
         he.HEClient("magic")
+
+
+def test_rescale_ratios_are_folded_into_the_weights(images):
+    # Every rescale divides by a prime q, not by 2^s; with logits of tens, ignoring q / 2^s shows
+    # as errors of ~0.1. The server folds the exact ratios into the next layer's weights.
+    torch.manual_seed(0)
+    model = he.HEConvNet(channels=2, hidden=3, patch=PATCH, image_size=SIZE).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3)
+        ref = model(images).numpy()
+    assert np.abs(ref).max() > 20  # large enough for an uncorrected ratio to show
+    run = he.run_path(model, images, "batched", progress=False)
+    assert np.abs(run["logits"] - ref).max() < 5e-3
+
+
+def test_rescale_offsets_are_those_of_the_primes():
+    offsets = he.BATCHED_PARAMS.rescale_offsets()
+    assert len(offsets) == he.BATCHED_PARAMS.depth
+    assert all(0 < abs(o) < 1e-3 for o in offsets)  # 1 mod 2N: never exactly 2^29
+    assert max(abs(o) for o in he.TUTORIAL_PARAMS.rescale_offsets()) > 5e-3  # 26-bit: sparser

@@ -1,11 +1,9 @@
-"""pets_lite.smpc: the CrypTen shim (one test per torch-2.13 breakage), real two-party runs, cleanup."""
+"""pets_lite.smpc: real two-party runs and their clean-up, the two scenarios, what a share holds
+and where its randomness comes from (the CrypTen shim: tests/test_crypten_compat.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,103 +14,18 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pets_lite import smpc
+from pets_lite import crypten_compat, smpc
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-# One fresh interpreter, where importing pets_lite.smpc applies no fix, shows each breakage and then
-# the same step with its fix applied (the fixes apply one by one, in order).
-_BREAKAGES = r"""
-import io, json, os, sys, traceback
-import torch
-from torch import nn
-from pets_lite import net, smpc
-
-report = {}
-def attempt(key, step):
-    try:
-        report[key] = "ok: " + str(step())
-    except BaseException:
-        report[key] = traceback.format_exc()
-
-def export(crypten, batchnorm):
-    extra = [nn.BatchNorm2d(2)] if batchnorm else []
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), *extra, nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)).eval()
-    return type(crypten.nn.from_pytorch(net, torch.zeros(1, 1, 4, 4))).__name__
-
-def save_load(crypten):
-    buf = io.BytesIO()
-    crypten.save(crypten.cryptensor(torch.tensor([1.5, -2.0])), buf)
-    buf.seek(0)
-    return crypten.load(buf).get_plain_text().tolist()
-
-fixes = []
-attempt("1 without", lambda: smpc.apply_shim(fixes).__name__)
-for name in [m for m in sys.modules if m == "crypten" or m.startswith("crypten.")]:
-    del sys.modules[name]  # forget the half-finished import
-fixes.append("onnx_registration")
-attempt("1 with", lambda: smpc.apply_shim(fixes).__name__)
-c = smpc.apply_shim(fixes)
-attempt("2 without", lambda: export(c, False))
-fixes.append("onnx_dynamo")
-attempt("2 with", lambda: export(smpc.apply_shim(fixes), False))
-attempt("3 without", lambda: export(c, True))
-fixes.append("onnx_dedup")
-attempt("3 with", lambda: export(smpc.apply_shim(fixes), True))
-os.environ.update(WORLD_SIZE="1", RANK="0", DISTRIBUTED_BACKEND="gloo",
-                  RENDEZVOUS=f"tcp://127.0.0.1:{net.free_port()}")
-c.init()
-attempt("4 without", lambda: save_load(c))
-fixes.append("load_weights_only")
-attempt("4 with", lambda: save_load(smpc.apply_shim(fixes)))
-c.uninit()
-print("REPORT" + json.dumps(report))
-"""
-
-
-@pytest.fixture(scope="module")
-def breakages() -> dict[str, str]:
-    """Each breakage without and with its fix, from one unshimmed interpreter."""
-    env = {**os.environ, "PETS_CRYPTEN_SHIM": "0", "OMP_NUM_THREADS": "1",
-           "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-c", _BREAKAGES], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0 and "REPORT" in done.stdout, done.stderr[-3000:]
-    return json.loads(done.stdout.split("REPORT", 1)[1])
-
-
-def test_breakage_1_import_needs_registration_alias(breakages):
-    assert "No module named 'torch.onnx._internal.registration'" in breakages["1 without"]
-    assert breakages["1 with"] == "ok: crypten", breakages["1 with"]
-
-
-def test_breakage_2_export_needs_torchscript_exporter(breakages):
-    assert "No module named 'onnxscript'" in breakages["2 without"]
-    assert breakages["2 with"] == "ok: Graph", breakages["2 with"]
-
-
-def test_breakage_3_batchnorm_needs_no_initializer_dedup(breakages):
-    assert "does not support ONNX op Identity" in breakages["3 without"]
-    assert breakages["3 with"] == "ok: Graph", breakages["3 with"]
-
-
-def test_breakage_4_load_needs_full_unpickling(breakages):
-    assert "Weights only load failed" in breakages["4 without"]
-    assert breakages["4 with"] == "ok: [1.5, -2.0]", breakages["4 with"]
-
-
-def test_shim_rejects_unknown_fix():
-    with pytest.raises(ValueError, match="unknown shim fix"):
-        smpc.apply_shim(("onnx_registration", "typo"))
 
 
 # ----- real two-party runs
 
 def _add_and_compare(rank, values):
-    crypten = smpc.crypten_module()
-    x = crypten.cryptensor(torch.tensor(values) if rank == 0 else torch.zeros(len(values)), src=0)
-    y = crypten.cryptensor(torch.ones(len(values)) if rank == 1 else torch.zeros(len(values)), src=1)
+    crypten = crypten_compat.crypten_module()
+    n = len(values)
+    x = crypten.cryptensor(torch.tensor(values) if rank == 0 else torch.zeros(n), src=0)
+    y = crypten.cryptensor(torch.ones(n) if rank == 1 else torch.zeros(n), src=1)
     return {"pid": os.getpid(), "sum": (x + y).get_plain_text().tolist(),
             "gt": (x > y).get_plain_text().tolist(),
             "world": crypten.comm.get().get_world_size(),
@@ -134,7 +47,7 @@ def test_two_real_processes_compute_on_shares(provider):
 def _fail_on_party_one(rank):
     if rank == 1:
         raise RuntimeError("hospital B crashed on purpose")
-    crypten = smpc.crypten_module()
+    crypten = crypten_compat.crypten_module()
     crypten.cryptensor(torch.ones(3), src=1)  # blocks: waits for the dead party
     return "unreachable"
 
@@ -283,18 +196,58 @@ def test_split_hospitals_rejects_bad_fraction():
         smpc.split_hospitals(a, fraction=1.0)
 
 
-def test_shares_look_uniform_and_reconstruct():
+def test_owner_share_is_the_zero_sharing_alone():
+    # CrypTen's sharing sends nothing: party 0's share is the pseudo-random zero sharing, the same
+    # for an X-ray and for a black image under the same generator seeds; the image lives in the
+    # hospital's share only. (Statistics on party 0's share test torch's generator, not sharing.)
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert smpc.zero_share_check(x, seed=7) == {"owner_share_identical": True,
+                                                "hospital_share_is_image": True}
+    a = smpc.share_images(x, seed=7)
+    assert np.allclose(a["encoded"] / a["scale"], x.numpy(), atol=1e-4)
+    fresh = smpc.share_images(x)  # CrypTen's own seeds (os.urandom): a new zero sharing each run
+    assert not np.array_equal(fresh["share0"], a["share0"])
+
+
+def test_the_image_dependent_share_looks_uniform_and_reconstructs():
     x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     s = smpc.share_images(x)
-    assert s["share0"].dtype == np.int64 and s["share0"].shape == (4, 1, 28, 28)
+    assert s["share1"].dtype == np.int64 and s["share1"].shape == (4, 1, 28, 28)
     assert np.allclose(s["encoded"] / s["scale"], x.numpy(), atol=1e-4)
     blank = smpc.share_images(torch.zeros_like(x))
-    stats = smpc.share_statistics(s["share0"], x.numpy(), blank["share0"])
-    assert stats["chi2_p"] > 1e-4 and stats["ks_p"] > 1e-4 and stats["two_sample_p"] > 1e-4
+    stats = smpc.share_statistics(s["share1"], x.numpy(), blank["share1"])
+    assert min(stats["chi2_p"], stats["low_chi2_p"], stats["ks_p"], stats["two_sample_p"]) > 1e-4
     assert abs(stats["corr"]) < 0.1
-    # the statistic can fail: a non-uniform "share" (the encoded image itself) is rejected
+    # the statistics can fail: the encoded image itself, and a mask of 40 random bits, are refuted
     bad = smpc.share_statistics(s["encoded"], x.numpy())
     assert bad["chi2_p"] < 1e-6 and bad["ks_p"] < 1e-6
+    rng = np.random.default_rng(0)
+    with np.errstate(over="ignore"):
+        weak = s["encoded"] + rng.integers(0, 2**40, size=s["encoded"].shape, dtype=np.int64)
+    assert smpc.share_statistics(weak, x.numpy())["chi2_p"] < 1e-6
+
+
+def _dealer_seed(rank):
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    return TTPClient.get().get_generator().initial_seed()
+
+
+def test_dealer_seeds_are_fresh_and_not_the_callers():
+    # A forked dealer would inherit the caller's torch generator: after torch.manual_seed(0) every
+    # party could replay the seeds of all triples, and two runs would reuse the same triples.
+    torch.manual_seed(0)
+    first = smpc.run_parties(_dealer_seed, provider="TTP")
+    second = smpc.run_parties(_dealer_seed, provider="TTP")
+    torch.manual_seed(0)
+    replayed = [torch.randint(-(2**63), 2**63 - 1, size=()).item() for _ in range(2)]
+    assert first != second
+    assert not set(first) & set(replayed) and not set(second) & set(replayed)
+
+
+def test_torch_generator_uses_32_bits_of_its_seed():
+    assert smpc.same_stream(123, 123 + 2**32) and smpc.same_stream(0, 2**40)
+    assert not smpc.same_stream(123, 124)
 
 
 def test_share_statistics_rejects_bad_input():
