@@ -52,6 +52,8 @@ class Recipe:
     flag: str = "pneumoniamnist"
     seed: int = 0
     fast: bool = False
+    #: The image side of the data file (28, or MedMNIST+'s 64, 128, 224): see :meth:`at_size`.
+    image_size: int = 28
 
     #: The fields fast mode changes, and their fast-mode values.
     FAST: ClassVar[Mapping[str, Any]] = {}
@@ -91,10 +93,36 @@ class Recipe:
 
     def problems(self) -> list[str]:
         """The subclass's own rules (ranges, combinations): a list of what is wrong."""
+        from .catalog import IMAGE_SIZES
+
         out = []
         if self.seed < 0:
             out.append(f"seed must be >= 0, got {self.seed}")
+        if self.image_size not in IMAGE_SIZES:
+            out.append(f"image_size {self.image_size} has no official MedMNIST file; choose one "
+                       f"of {IMAGE_SIZES}")
         return out
+
+    def only_at_28(self) -> list[str]:
+        """A problem for a recipe whose method runs only on 28 px images (a helper for
+        :meth:`problems`)."""
+        if self.image_size != 28:
+            return [f"{type(self).__name__} runs on 28 x 28 images only, got image_size "
+                    f"{self.image_size}"]
+        return []
+
+    def at_size(self, image_size: int):
+        """This recipe for images of side ``image_size``: the model family adapts by one more
+        convolution block (with its 2 x 2 pooling) per doubling of the side (28 -> 64 -> 128 ->
+        224 add 1, 2, 3 blocks to a recipe's ``depth``), so the last feature map stays about 3 px
+        before global pooling. Recipes without a ``depth`` change ``image_size`` only."""
+        steps = {28: 0, 64: 1, 128: 2, 224: 3}
+        if image_size not in steps:
+            self.replace(image_size=image_size)  # the clear error of problems()
+        changes: dict = {"image_size": image_size}
+        if hasattr(self, "depth"):
+            changes["depth"] = self.depth + steps[image_size] - steps[self.image_size]
+        return self.replace(**changes)
 
     def positive(self, *names: str) -> list[str]:
         """Problems for the named fields that are not > 0 (a helper for :meth:`problems`)."""

@@ -212,9 +212,10 @@ BASELINE = BaselineRecipe()
 
 def baseline_model(flag: str | None = None, seed: int | None = None, fast: bool | None = None,
                    refresh: bool = False, progress: bool = True,
-                   recipe: BaselineRecipe = BASELINE):
+                   recipe: BaselineRecipe = BASELINE, image_size: int | None = None):
     """Chapter 00's non-private baseline: trained once per recipe (``flag`` and ``seed`` replace
-    the recipe's; ``fast=None`` follows ``PETS_FAST``), cached, reused.
+    the recipe's; ``fast=None`` follows ``PETS_FAST``; ``image_size`` gives the recipe
+    :meth:`~pets_lite.recipes.Recipe.at_size`), cached, reused.
 
     Returns ``(model, splits, history)``; ``splits`` are the ``{"train", "val", "test"}`` datasets
     it was trained and selected on (fast-mode subsets in fast mode).
@@ -223,12 +224,16 @@ def baseline_model(flag: str | None = None, seed: int | None = None, fast: bool 
 
     recipe = recipe.variant(fast)
     recipe = recipe.replace(**{k: v for k, v in (("flag", flag), ("seed", seed)) if v is not None})
+    if image_size is not None:
+        recipe = recipe.at_size(image_size)
     meta = data.info(recipe.flag)
-    splits = data.load_splits(recipe.flag, fast=recipe.fast, seed=recipe.seed)
+    splits = data.load_splits(recipe.flag, fast=recipe.fast, seed=recipe.seed,
+                              image_size=recipe.image_size)
 
     def build():
         return models.build_model("cnn", in_channels=meta.n_channels, n_classes=meta.n_classes,
-                                  width=recipe.width, depth=recipe.depth)
+                                  width=recipe.width, depth=recipe.depth,
+                                  image_size=recipe.image_size)
 
     def train_fn(model):
         history = fit(model, splits["train"], splits["val"], epochs=recipe.epochs, lr=recipe.lr,

@@ -24,7 +24,7 @@ PENDING_FINDINGS: set[str] = set()
 PENDING_BIG = {"pets_lite/dp.py"}
 LAYER.update({m: 1 for m in PENDING_MODULES})
 #: PET modules that compose another PET module (rule 2), and the ones they compose.
-COMPOSES = {"dp": {"clipping"}, "smpc": {"crypten_compat"}, "fl": {"dp"}}
+COMPOSES = {"dp": {"clipping"}, "smpc": {"crypten_compat"}}
 
 
 def top_module(path: Path) -> str:

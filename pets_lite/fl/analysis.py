@@ -22,7 +22,7 @@ def local_only(cfg: FLConfig, epochs: int | None = None, progress: bool = True) 
     starts from the federation's initial weights; its shuffling is the stream (seed, "alone", k).
     """
     epochs = epochs or cfg.rounds * cfg.local_epochs
-    test = central_test(cfg.flag, cfg.fast, cfg.seed)
+    test = central_test(cfg.flag, cfg.fast, cfg.seed, cfg.image_size)
     rows = []
     bar = config.progress(range(cfg.n_hospitals), desc=f"hospitals alone ({cfg.scheme}, "
                           f"alpha={cfg.alpha})", disable=not progress)
@@ -50,8 +50,8 @@ def centralized(cfg: FLConfig, epochs: int | None = None, progress: bool = True,
     """
     recipe = train.BaselineRecipe(flag=cfg.flag, seed=cfg.seed, fast=cfg.fast, width=cfg.width,
                                   depth=cfg.depth, epochs=epochs or cfg.rounds * cfg.local_epochs,
-                                  batch_size=cfg.batch_size, lr=cfg.lr)
-    splits = data.load_splits(cfg.flag, fast=cfg.fast, seed=cfg.seed)
+                                  batch_size=cfg.batch_size, lr=cfg.lr, image_size=cfg.image_size)
+    splits = data.load_splits(cfg.flag, fast=cfg.fast, seed=cfg.seed, image_size=cfg.image_size)
 
     def fit_fn(model):
         h = train.fit(model, splits["train"], splits["val"], epochs=recipe.epochs, lr=recipe.lr,
@@ -62,7 +62,8 @@ def centralized(cfg: FLConfig, epochs: int | None = None, progress: bool = True,
     model, info, _ = cached_model("fl_centralized", recipe, lambda: build_model(cfg), fit_fn,
                                   refresh=refresh)
     model.eval()
-    return model, {**info, **train.evaluate(model, central_test(cfg.flag, cfg.fast, cfg.seed))}
+    test = central_test(cfg.flag, cfg.fast, cfg.seed, cfg.image_size)
+    return model, {**info, **train.evaluate(model, test)}
 
 
 def hospitals_table(result: FLResult, phase: str = "evaluate", server_round: int | None = None):

@@ -233,7 +233,7 @@ def run_experiment(grid, cfg: FLConfig, on_client_updates: UpdateHook | None = N
     tap = grid if isinstance(grid, WireTap) else WireTap(grid)
     with config.seeded(cfg.seed):
         model = build_model(cfg)
-    test = central_test(cfg.flag, cfg.fast, cfg.seed)
+    test = central_test(cfg.flag, cfg.fast, cfg.seed, cfg.image_size)
     strategy = make_strategy(cfg, tap, on_client_updates, keep_updates)
     central: dict[int, dict] = {}
 

@@ -20,31 +20,31 @@ from .settings import FLConfig, FLConfigError
 
 @lru_cache(maxsize=16)
 def hospital_data(flag: str, fast: bool, seed: int, n_hospitals: int, scheme: str, alpha: float,
-                  min_size: int, hospital: int) -> dict[str, TensorDataset]:
+                  min_size: int, hospital: int, image_size: int = 28) -> dict[str, TensorDataset]:
     """Hospital ``hospital``'s ``{"train", "val"}`` share (cached per process)."""
     if not 0 <= hospital < n_hospitals:
         raise FLConfigError(f"hospital index {hospital} is outside 0..{n_hospitals - 1}")
-    splits = data.load_splits(flag, fast=fast, seed=seed)
+    splits = data.load_splits(flag, fast=fast, seed=seed, image_size=image_size)
     return data.partition_splits(splits, n_hospitals, scheme, alpha, seed, min_size)[hospital]
 
 
 def config_data(cfg: FLConfig, hospital: int) -> dict[str, TensorDataset]:
     """:func:`hospital_data` for an experiment's settings."""
     return hospital_data(cfg.flag, cfg.fast, cfg.seed, cfg.n_hospitals, cfg.scheme,
-                         float(cfg.alpha), cfg.min_size, hospital)
+                         float(cfg.alpha), cfg.min_size, hospital, cfg.image_size)
 
 
 @lru_cache(maxsize=4)
-def central_test(flag: str, fast: bool, seed: int) -> TensorDataset:
+def central_test(flag: str, fast: bool, seed: int, image_size: int = 28) -> TensorDataset:
     """The common test split every federated model is scored on (never dealt out)."""
-    return data.load(flag, "test", fast=fast, seed=seed)
+    return data.load(flag, "test", fast=fast, seed=seed, image_size=image_size)
 
 
 def build_model(cfg: FLConfig) -> nn.Module:
     """The experiment's global model (a :class:`pets_lite.models.SmallCNN`)."""
     meta = data.info(cfg.flag)
     return models.build_model("cnn", in_channels=meta.n_channels, n_classes=meta.n_classes,
-                              width=cfg.width, depth=cfg.depth)
+                              width=cfg.width, depth=cfg.depth, image_size=cfg.image_size)
 
 
 def proximal_term(model: nn.Module, mu: float):

@@ -73,8 +73,8 @@ class HERecipe(Recipe):
     FAST = {"epochs": 10}
 
     def problems(self) -> list[str]:
-        return super().problems() + self.positive("channels", "hidden", "patch", "epochs", "lr",
-                                                  "batch_size")
+        return super().problems() + self.only_at_28() + self.positive(
+            "channels", "hidden", "patch", "epochs", "lr", "batch_size")
 
 
 #: The recipe of chapter 05's x^2 model (full mode).

@@ -44,7 +44,8 @@ class MPCRecipe(Recipe):
     FAST = {"epochs": 6}
 
     def problems(self) -> list[str]:
-        return super().problems() + self.positive("width", "depth", "epochs", "batch_size", "lr")
+        return super().problems() + self.only_at_28() + self.positive(
+            "width", "depth", "epochs", "batch_size", "lr")
 
     def architecture(self) -> dict:
         """The SmallCNN keyword arguments of this recipe."""
