@@ -1,13 +1,14 @@
-"""What does DP-SGD cost per epoch? Times one epoch of the same model on the same data without DP and
-with each way of clipping per-sample gradients: book-keeping ("bk", pets_lite.clipping, one backward
-pass; the default) and Opacus' ghost clipping (two backward passes), hooks and functorch. The modes
-alternate round after round, after one unmeasured warm-up epoch each, so that a noisy, shared machine
-slows them all alike; each mode's ratio is to the non-private epoch of the same round.
+"""What does DP-SGD cost per epoch? Times one epoch of the same model on the same data without DP
+and with each way of clipping per-sample gradients: book-keeping ("bk", pets_lite.clipping, one
+backward pass; the default) and Opacus' ghost clipping (two backward passes), hooks and
+functorch. The modes alternate round after round, after one unmeasured warm-up epoch each, so that
+a noisy, shared machine slows them all alike; each mode's ratio is to the non-private epoch of the
+same round.
 
     PETS_DATA_DIR=... python benchmarks/dp_overhead.py [--n 4708] [--batch-size 256] [--rounds 5]
 
-The ratios are the result; absolute seconds depend on the machine and its load. Target (issue #4):
-the default path at most 1.5x the non-private epoch.
+The ratios are the result; absolute seconds depend on the machine and its load. The target the
+default path is held to: at most 1.5x the non-private epoch (full training split, batch 256).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ def main(argv=None) -> dict[str, list[float]]:
     """Run the alternating benchmark and print per-mode seconds and ratios to non-private."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flag", default="pneumoniamnist")
-    parser.add_argument("--n", type=int, default=None, help="training images per epoch (default: all)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="training images per epoch (default: all)")
     parser.add_argument("--batch-size", type=int, default=dp.DP_RECIPE.batch_size)
     parser.add_argument("--width", type=int, default=dp.DP_RECIPE.width)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--no-warmup", action="store_true", help="time the first epoch of each mode too")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="time the first epoch of each mode too")
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
     if modes[0] != "non-private":
@@ -41,9 +44,10 @@ def main(argv=None) -> dict[str, list[float]]:
     config.seed_everything(0)
     train = data.load(args.flag, "train", fast=False, size=args.n)
     default = dp.grad_sample_mode_for(dp.dp_cnn(width=args.width))
+    warm = "" if args.no_warmup else " after a warm-up epoch per mode"
     print(f"{args.flag}: {len(train)} images, batch {args.batch_size}, SmallCNN width {args.width} "
-          f"(GroupNorm), {args.rounds} rounds{'' if args.no_warmup else ' after a warm-up epoch per mode'}, "
-          f"device {config.device()}, {torch.get_num_threads()} CPU threads; default path: auto -> {default}")
+          f"(GroupNorm), {args.rounds} rounds{warm}, device {config.device()}, "
+          f"{torch.get_num_threads()} CPU threads; default path: auto -> {default}")
     times = dp.overhead(train, modes, rounds=args.rounds, batch_size=args.batch_size,
                         width=args.width, warmup=not args.no_warmup)
     print(f"{'mode':<12} {'median s':>9} {'ratio median':>13} {'ratio range':>16}")

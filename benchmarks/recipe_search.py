@@ -19,13 +19,13 @@ import sys
 import time
 import warnings
 
-import torch
-
 from pets_lite import config, data, train
 
-DP_GRID = {"epochs": (3, 10, 20), "batch_lr": ((256, 2e-3), (256, 5e-3), (512, 5e-3), (1024, 1e-2)),
+DP_GRID = {"epochs": (3, 10, 20),
+           "batch_lr": ((256, 2e-3), (256, 5e-3), (512, 5e-3), (1024, 1e-2)),
            "width": (16, 32)}
-DP_FAST_GRID = {"epochs": (3, 5), "batch_lr": ((128, 2e-3), (64, 5e-3), (128, 5e-3)), "width": (16,)}
+DP_FAST_GRID = {"epochs": (3, 5), "batch_lr": ((128, 2e-3), (64, 5e-3), (128, 5e-3)),
+                "width": (16,)}
 HE_GRID = {"channels_hidden": ((8, 32), (16, 32), (8, 64), (16, 64), (32, 64)), "lr": (1e-3, 3e-3),
            "epochs": (30,)}
 
@@ -38,8 +38,8 @@ def search_dp(epsilon: float, fast: bool, seeds: list[int]) -> list[dict]:
     rows = []
     for epochs, (batch, lr), width in itertools.product(*grid.values()):
         for seed in seeds:
-            torch.manual_seed(seed)
-            model = dp.dp_cnn(1, 2, width, dp.DP_RECIPE.depth)
+            with config.seeded(seed):
+                model = dp.dp_cnn(1, 2, width, dp.DP_RECIPE.depth)
             start = time.perf_counter()
             result = dp.train_dp(model, splits["train"], splits["val"], epsilon=epsilon,
                                  epochs=epochs, batch_size=batch, lr=lr, seed=seed, progress=False)
@@ -58,8 +58,8 @@ def search_he(fast: bool, seeds: list[int]) -> list[dict]:
     rows = []
     for (channels, hidden), lr, epochs in itertools.product(*HE_GRID.values()):
         for seed in seeds:
-            torch.manual_seed(seed)
-            model = he.HEConvNet(channels=channels, hidden=hidden)
+            with config.seeded(seed):
+                model = he.HEConvNet(channels=channels, hidden=hidden)
             start = time.perf_counter()
             hist = train.fit(model, splits["train"], splits["val"], epochs=epochs, lr=lr,
                              batch_size=64, seed=seed, progress=False)

@@ -2,8 +2,8 @@
 
 DP-SGD needs every example's gradient norm :math:`\\lVert g_i \\rVert`, then the sum of the clipped
 gradients :math:`\\sum_i c_i g_i` with :math:`c_i = \\min(1, C / \\lVert g_i \\rVert)`. Opacus
-offers per-sample gradients by hooks or functorch (every :math:`g_i` instantiated, stored and clipped)
-and ghost clipping (norms first, then a *second* backward pass of the re-weighted loss
+offers per-sample gradients by hooks or functorch (every :math:`g_i` instantiated, stored and
+clipped) and ghost clipping (norms first, then a *second* backward pass of the re-weighted loss
 :math:`\\sum_i c_i \\ell_i`). Book-keeping (Bu et al., ICML 2023) keeps what one backward pass
 already has, each layer's input activations :math:`A` and output gradients :math:`G`, and finishes
 from them:
@@ -40,7 +40,8 @@ from torch import nn
 #: Examples per chunk are chosen so that a chunk's temporaries stay below this many bytes.
 CHUNK_BYTES = 4 * 2**20
 #: Per-example gradients are kept (the clipped sum is then one product with the clipping factors)
-#: for the layers that fit in this many bytes in all; the others are summed by a weight-gradient call.
+#: for the layers that fit in this many bytes in all; the others are summed by a weight-gradient
+#: call.
 KEEP_BYTES = 256 * 2**20
 #: On the CPU, convolutions with at least this many output positions and input channels
 #: instantiate per-example gradients with a grouped weight-gradient convolution (no unfolded copy
@@ -73,7 +74,8 @@ def trainable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def unsupported_layers(model: nn.Module) -> list[str]:
     """Trainable layers without a rule here, as ``"name (Type)"``; empty when all are supported.
 
-    >>> unsupported_layers(nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.LazyLinear(2)))
+    >>> unsupported_layers(nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(),
+    ...                                  nn.LazyLinear(2)))
     ['3 (LazyLinear)']
     """
     return [f"{name or '<model>'} ({type(m).__name__})" for name, m in trainable_layers(model)
@@ -183,9 +185,11 @@ class BookKeeping:
 
     >>> _ = torch.manual_seed(0); net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> bk = BookKeeping(net, max_grad_norm=0.1)
-    >>> losses = F.cross_entropy(net(torch.randn(5, 3)), torch.tensor([0, 1, 0, 1, 1]), reduction="none")
+    >>> losses = F.cross_entropy(net(torch.randn(5, 3)), torch.tensor([0, 1, 0, 1, 1]),
+    ...                          reduction="none")
     >>> norms = bk.backward(losses)
-    >>> bool(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in net.parameters()])) <= 5 * 0.1)
+    >>> total = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    >>> bool(total <= 5 * 0.1)
     True
     """
 
@@ -227,7 +231,8 @@ class BookKeeping:
         """Clip and sum the per-sample gradients of ``loss_per_sample`` (shape ``(n,)``) into
         ``p.grad``; returns the per-sample gradient norms before clipping."""
         if loss_per_sample.ndim != 1:
-            raise ValueError(f"expected one loss per example, shape (n,), got {tuple(loss_per_sample.shape)}")
+            raise ValueError("expected one loss per example, shape (n,), got "
+                             f"{tuple(loss_per_sample.shape)}")
         records, self._records = self._records, []
         n = loss_per_sample.shape[0]
         if n and not records:
@@ -235,7 +240,8 @@ class BookKeeping:
                                "in training mode (model.train()) with gradients enabled first")
         for r in records:
             if r.activations.shape[0] != n:
-                raise ValueError(f"{type(r.module).__name__} saw a batch of {r.activations.shape[0]} "
+                raise ValueError(f"{type(r.module).__name__} saw a batch of "
+                                 f"{r.activations.shape[0]} "
                                  f"but there are {n} losses: the batch must be the first dimension")
             if r.output._version != r.version:
                 raise RuntimeError(f"the output of {type(r.module).__name__} was changed in place "
@@ -307,7 +313,8 @@ def _conv2d(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, ws: _Workspace):
         return u.transpose(1, 2), g[s].reshape(u.shape[0], p, positions).transpose(1, 2)
 
     kept = ws.get(m, (n, p, d), g)
-    if a.device.type == "cpu" and positions >= DIRECT_MIN_POSITIONS and a.shape[1] >= DIRECT_MIN_CHANNELS:
+    if (a.device.type == "cpu" and positions >= DIRECT_MIN_POSITIONS
+            and a.shape[1] >= DIRECT_MIN_CHANNELS):
         sq = _conv2d_direct_norms(m, a, g, kept)
     else:
         sq = _per_example_norms(n, positions, d, p, blocks, g, kept)
@@ -453,6 +460,7 @@ def make_private(privacy_engine, *, module: nn.Module, optimizer: torch.optim.Op
     dp_optimizer = DPOptimizerFastGradientClipping(
         optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
         expected_batch_size=expected_batch_size, loss_reduction="mean", generator=noise_generator)
-    dp_optimizer.attach_step_hook(privacy_engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    dp_optimizer.attach_step_hook(
+        privacy_engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     return (BookKeepingModule(module, engine), dp_optimizer, ClippedCriterion(engine, criterion),
             data_loader)

@@ -170,7 +170,8 @@ class Evidence:
 
     def size(self) -> int:
         """Bytes on the wire."""
-        return len(self.quote) + len(self.signature) + len(self.platform_certificate) + len(self.enclave_key)
+        return (len(self.quote) + len(self.signature) + len(self.platform_certificate)
+                + len(self.enclave_key))
 
     def with_quote_fields(self, **changes: bytes) -> "Evidence":
         """A copy with quote fields edited but the old signature kept (an attacker's forgery)."""
@@ -179,7 +180,8 @@ class Evidence:
                         self.platform_certificate, self.enclave_key)
 
 
-def make_quote(platform: Platform, measurement: bytes, nonce: bytes, enclave_key: bytes) -> Evidence:
+def make_quote(platform: Platform, measurement: bytes, nonce: bytes,
+               enclave_key: bytes) -> Evidence:
     """The platform signs ``{measurement, nonce, report_data}`` (the quoting step)."""
     body = json.dumps({"measurement": measurement.hex(), "nonce": nonce.hex(),
                        "report_data": report_data(nonce, enclave_key).hex()},
@@ -288,11 +290,13 @@ class Hospital:
         try:
             cert.verify_directly_issued_by(self.root)
         except (ValueError, TypeError, InvalidSignature) as exc:
-            raise ChainError(f"platform certificate {cert.subject.rfc4514_string()!r} is not signed "
-                             f"by the pinned root {self.root.subject.rfc4514_string()!r}") from exc
+            raise ChainError(f"platform certificate {cert.subject.rfc4514_string()!r} is not "
+                             f"signed by the pinned root {self.root.subject.rfc4514_string()!r}"
+                             ) from exc
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise ChainError(f"platform certificate not valid now ({now:%Y-%m-%d}): valid "
-                             f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}")
+                             f"{cert.not_valid_before_utc:%Y-%m-%d} to "
+                             f"{cert.not_valid_after_utc:%Y-%m-%d}")
         try:
             cert.public_key().verify(evidence.signature, evidence.quote, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature as exc:
@@ -300,13 +304,13 @@ class Hospital:
                                       "platform key: the quote was altered or forged") from exc
         fields = evidence.fields
         if fields["nonce"] != nonce or nonce not in self._pending:
-            raise ReplayError("the quote does not answer the fresh nonce just issued (a replayed or "
-                              "stale quote); challenge again")
+            raise ReplayError("the quote does not answer the fresh nonce just issued (a replayed "
+                              "or stale quote); challenge again")
         self._pending.discard(nonce)  # single use
         if fields["measurement"] != self.expected:
-            raise MeasurementError(f"enclave measurement {fields['measurement'].hex()[:16]}... differs "
-                                   f"from the audited build {self.expected.hex()[:16]}...: its code or "
-                                   "model was changed")
+            raise MeasurementError(f"enclave measurement {fields['measurement'].hex()[:16]}... "
+                                   f"differs from the audited build {self.expected.hex()[:16]}...: "
+                                   "its code or model was changed")
         if fields["report_data"] != report_data(nonce, evidence.enclave_key):
             raise KeyBindingError("the enclave key received is not the key the quote binds: "
                                   "someone substituted it in transit")
@@ -344,3 +348,148 @@ class Hospital:
 def rogue_platform(name: str = "rogue-platform") -> Platform:
     """A platform certified by an attacker's own root: software pretending to be a TEE."""
     return Platform(Vendor("Rogue Root CA"), name)
+
+
+# --------------------------------------------------------------- the lesson's measurements
+
+#: What each tampered case of :func:`tamper_outcomes` must be refused by (None: accepted).
+EXPECTED_REFUSALS = {
+    "genuine enclave": None,
+    "changed model": MeasurementError,
+    "changed code": MeasurementError,
+    "replayed quote": ReplayError,
+    "wrong chain": ChainError,
+    "forged quote": QuoteSignatureError,
+    "key substitution": KeyBindingError,
+    "tampered ciphertext": DecryptionError,
+}
+
+
+def tamper_attempts(hospital: Hospital, enclave: Enclave, platform: Platform, model: nn.Module,
+                    images: torch.Tensor) -> dict:
+    """The attacker's attempts, one callable per case of :data:`EXPECTED_REFUSALS`, each ending in
+    the hospital's own checks.
+
+    * changed model: weights that differ by 1e-3 in one bias (a backdoor looks the same);
+    * changed code: the program with one extra line (it could copy the images out);
+    * replayed quote: a genuine quote recorded from an earlier, accepted session;
+    * wrong chain: software pretending to be a TEE, its key certified by the attacker's own root;
+    * forged quote: the changed enclave's quote edited to carry the audited measurement, its
+      signature kept;
+    * key substitution: a man in the middle replaces the enclave's public key with its own;
+    * tampered ciphertext: one bit of the sealed images flipped in transit.
+    """
+    changed = _changed_copy(model)
+    recorded_nonce = hospital.challenge()
+    recorded = enclave.attest(recorded_nonce)  # an old, genuine exchange the attacker kept
+    hospital.verify(recorded, recorded_nonce)  # accepted then
+    attacker_key = _raw(x25519.X25519PrivateKey.generate().public_key())
+
+    def forged():
+        return hospital.attest(Enclave(platform, changed), tamper=lambda evidence, nonce:
+                               evidence.with_quote_fields(measurement=hospital.expected))
+
+    def flipped():
+        session = hospital.attest(enclave)
+        envelope = hospital.send(session, images[:4])
+        bad = Envelope(envelope.sender_key, envelope.iv,
+                       bytes([envelope.ciphertext[0] ^ 1]) + envelope.ciphertext[1:],
+                       envelope.aad, envelope.dtype, envelope.shape)
+        return enclave.run(bad, session.transcript)
+
+    return {
+        "genuine enclave": lambda: hospital.attest(enclave),
+        "changed model": lambda: hospital.attest(Enclave(platform, changed)),
+        "changed code": lambda: hospital.attest(
+            Enclave(platform, model, code=ENCLAVE_SOURCE + "\nleak(images)")),
+        "replayed quote": lambda: hospital.attest(enclave, tamper=lambda ev, n: recorded),
+        "wrong chain": lambda: hospital.attest(Enclave(rogue_platform(), model)),
+        "forged quote": forged,
+        "key substitution": lambda: hospital.attest(enclave, tamper=lambda ev, n: Evidence(
+            ev.quote, ev.signature, ev.platform_certificate, attacker_key)),
+        "tampered ciphertext": flipped,
+    }
+
+
+def _changed_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose last parameter differs by 1e-3."""
+    import copy
+
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        list(changed.parameters())[-1].add_(1e-3)
+    return changed
+
+
+def tamper_outcomes(hospital: Hospital, enclave: Enclave, platform: Platform, model: nn.Module,
+                    images: torch.Tensor) -> list[dict]:
+    """Run every attempt of :func:`tamper_attempts`; one row per case: ``outcome`` ("accepted"
+    or "REFUSED"), ``refused_by`` (the error's class name), ``reason`` (its first clause) and
+    ``expected`` (the class name :data:`EXPECTED_REFUSALS` names, "" for acceptance)."""
+    rows = []
+    for case, attempt in tamper_attempts(hospital, enclave, platform, model, images).items():
+        expected = EXPECTED_REFUSALS[case]
+        row = {"case": case, "outcome": "accepted", "refused_by": "", "reason": "",
+               "expected": expected.__name__ if expected else ""}
+        try:
+            attempt()
+        except (AttestationError, DecryptionError) as exc:
+            row.update(outcome="REFUSED", refused_by=type(exc).__name__,
+                       reason=str(exc).split(":")[0])
+        rows.append(row)
+    return rows
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
+
+
+def overheads(hospital: Hospital, enclave: Enclave, model: nn.Module, images: torch.Tensor,
+              repeats: int = 20) -> dict:
+    """What the simulated protocol costs, as medians over ``repeats`` runs (seconds unless named).
+
+    Per session: ``quote``, ``verify``, ``key_agreement`` and their sum ``session``. Per batch of
+    ``images``, measured side by side: ``encrypt``, ``enclave_run`` (decrypt, infer, encrypt),
+    ``decrypt_answer`` and the model's ``plaintext`` inference, with the median over rounds of
+    (encrypt + enclave run) / plaintext as ``per_batch_overhead_ratio``. Bytes: ``evidence_bytes``,
+    ``ciphertext_overhead_bytes`` (beyond the raw pixels), ``answer_bytes``. AES-256-GCM
+    throughput ``aes_gcm_mb_per_s``. Per image of one session that serves this batch:
+    ``seconds_per_image`` and ``megabytes_per_image``. This is the cost of the protocol's
+    cryptography in Python; it says nothing about the cost of hardware isolation."""
+    steps = {"quote": [], "verify": [], "key_agreement": []}
+    for _ in range(repeats):
+        session = hospital.attest(enclave)
+        for name in steps:
+            steps[name].append(session.timings[name])
+    out = {name: float(np.median(v)) for name, v in steps.items()}
+    out["session"] = sum(out.values())
+    sealed = hospital.send(session, images)
+    answer = enclave.run(sealed, session.transcript)
+    pixels = torch.round(images * 255) / 255
+    per_batch = {"plaintext": [], "encrypt": [], "enclave_run": [], "decrypt_answer": []}
+    for _ in range(max(5, repeats // 4)):  # side by side, so that a busy machine slows all alike
+        for name, step in (("plaintext", lambda: enclave_program(model, pixels)),
+                           ("encrypt", lambda: hospital.send(session, images)),
+                           ("enclave_run", lambda: enclave.run(sealed, session.transcript)),
+                           ("decrypt_answer", lambda: hospital.receive(session, answer))):
+            per_batch[name].append(_median_seconds(step, 1))
+    out.update({name: float(np.median(v)) for name, v in per_batch.items()})
+    ratios = (np.add(per_batch["encrypt"], per_batch["enclave_run"])
+              / np.asarray(per_batch["plaintext"]))
+    raw = torch.round(images * 255).to(torch.uint8).numpy()
+    aes = _median_seconds(lambda: seal(session.key, raw, session.hospital_key, b""), repeats)
+    n = len(images)
+    out.update(
+        per_batch_overhead_ratio=float(np.median(ratios)),
+        evidence_bytes=enclave.attest(hospital.challenge()).size(),
+        ciphertext_overhead_bytes=sealed.size() - raw.size, answer_bytes=answer.size(),
+        aes_gcm_mb_per_s=raw.size / 1e6 / aes,
+        seconds_per_image=(out["session"] + out["encrypt"] + out["enclave_run"]
+                           + out["decrypt_answer"]) / n)
+    out["megabytes_per_image"] = (out["evidence_bytes"] + sealed.size() + answer.size()) / n / 1e6
+    return out

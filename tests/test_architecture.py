@@ -13,16 +13,10 @@ PACKAGE = ROOT / "pets_lite"
 LOWER = {"config", "net", "netns", "relay", "pki", "metrics", "recipes", "results", "catalog",
          "data", "models", "train"}
 PET = {"deid", "dp", "clipping", "fl", "he", "smpc", "crypten_compat", "split", "tee"}
-MEASUREMENT = {"attacks", "inversion", "leakcheck"}
+MEASUREMENT = {"attacks", "audit", "inversion", "leakcheck"}
 TOP = {"pipeline", "viz", "nbrun"}
 LAYER = {**{m: 0 for m in LOWER}, **{m: 1 for m in PET}, **{m: 2 for m in MEASUREMENT},
          **{m: 3 for m in TOP}}
-#: Modules and findings that the restructuring of issue 16 removes; each helper empties its part.
-#: Must be empty when the restructuring lands.
-PENDING_MODULES: set[str] = set()
-PENDING_FINDINGS: set[str] = set()
-PENDING_BIG = {"pets_lite/dp.py"}
-LAYER.update({m: 1 for m in PENDING_MODULES})
 #: PET modules that compose another PET module (rule 2), and the ones they compose.
 COMPOSES = {"dp": {"clipping"}, "smpc": {"crypten_compat"}}
 
@@ -68,8 +62,7 @@ def library_files() -> list[Path]:
 
 
 def test_every_module_has_a_layer():
-    missing = sorted({top_module(p) for p in library_files()} - set(LAYER) - {"__init__"}
-                     - PENDING_MODULES)
+    missing = sorted({top_module(p) for p in library_files()} - set(LAYER) - {"__init__"})
     assert not missing, f"give these modules a layer (here and in docs/architecture.md): {missing}"
 
 
@@ -80,8 +73,6 @@ def test_no_module_imports_a_layer_above_it_or_borrows_from_a_pet_module():
         if own == "__init__":
             continue
         for dep in imported_modules(path):
-            if own in PENDING_MODULES or dep in PENDING_MODULES:
-                continue
             if LAYER[dep] > LAYER[own]:
                 problems.append(f"{path.relative_to(ROOT)} ({own}) imports {dep} (a layer above)")
             elif LAYER[own] == LAYER[dep] == 1 and dep not in COMPOSES.get(own, set()):
@@ -121,7 +112,6 @@ def test_no_module_uses_a_private_name_of_another():
     for path in library_files():
         for use in private_uses(path.read_text(), modules):
             problems.append(f"{path.relative_to(ROOT)}: {use}")
-    problems = [p for p in problems if p not in PENDING_FINDINGS]
     assert not problems, "\n".join(problems)
 
 
@@ -136,7 +126,6 @@ def test_notebooks_import_no_private_name():
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for use in private_uses(notebook_source(path), set(LAYER)):
             problems.append(f"{path.name}: {use}")
-    problems = [p for p in problems if p not in PENDING_FINDINGS]
     assert not problems, "\n".join(problems)
 
 
@@ -150,6 +139,5 @@ def test_the_private_name_check_can_fail():
 def test_library_modules_stay_small():
     """No library module over about 500 lines (split it along its concerns)."""
     big = {str(p.relative_to(ROOT)): n for p in library_files()
-           if (n := len(p.read_text().splitlines())) > 520
-           and str(p.relative_to(ROOT)) not in PENDING_BIG}
+           if (n := len(p.read_text().splitlines())) > 520}
     assert not big, f"modules over 520 lines: {big}"

@@ -17,7 +17,8 @@ def reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float):
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
 
     def loss_fn(p, xi, yi):
-        return F.cross_entropy(functional_call(model, p, (xi.unsqueeze(0),), strict=False), yi.unsqueeze(0))
+        out = functional_call(model, p, (xi.unsqueeze(0),), strict=False)
+        return F.cross_entropy(out, yi.unsqueeze(0))
 
     per_sample = vmap(grad(loss_fn), in_dims=(None, 0, 0))(params, x, y)
     norms = torch.cat([g.flatten(1) for g in per_sample.values()], 1).norm(dim=1)
@@ -43,7 +44,8 @@ class Mixed(nn.Module):
 
 MODELS = {
     "small_cnn": lambda: models.build_model("cnn", width=8, depth=3),
-    "monai_resnet": lambda: dp.make_dp_ready(models.build_model("monai_resnet", widths=(4, 4, 8, 8))),
+    "monai_resnet": lambda: dp.make_dp_ready(models.build_model("monai_resnet",
+                                                                widths=(4, 4, 8, 8))),
     "mixed": Mixed,
 }
 
@@ -141,7 +143,8 @@ def test_an_empty_poisson_batch_gives_zero_gradients():
 
 
 def test_refusals_say_what_to_do():
-    with pytest.raises(ValueError, match=r"no per-sample rule for 0 \(LayerNorm\).*'ghost' or 'hooks'"):
+    with pytest.raises(ValueError,
+                       match=r"no per-sample rule for 0 \(LayerNorm\).*'ghost' or 'hooks'"):
         clipping.BookKeeping(nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 2)), 1.0)
     with pytest.raises(ValueError, match="max_grad_norm"):
         clipping.BookKeeping(nn.Linear(4, 2), 0.0)
@@ -170,7 +173,8 @@ def test_refusals_say_what_to_do():
     with torch.no_grad():
         out = net(torch.randn(3, 4))
     with pytest.raises(RuntimeError, match="training mode"):
-        engine.backward(F.cross_entropy(out.requires_grad_(), torch.tensor([0, 1, 0]), reduction="none"))
+        engine.backward(F.cross_entropy(out.requires_grad_(), torch.tensor([0, 1, 0]),
+                                        reduction="none"))
     engine.remove_hooks()
     net(torch.randn(2, 4))  # detached: the model runs as before
     assert not net._forward_hooks and not net._forward_pre_hooks
@@ -184,7 +188,8 @@ def test_dp_sgd_with_book_keeping_equals_opacus_ghost_and_hooks(toy_xrays):
         torch.manual_seed(0)
         model = models.build_model("cnn", width=8, depth=2)
         start = torch.cat([p.detach().flatten() for p in model.parameters()])
-        result = dp.train_dp(model, toy_xrays(128, 0, kind="centre"), None, noise_multiplier=0.7, epochs=2,
+        result = dp.train_dp(model, toy_xrays(128, 0, kind="centre"), None,
+                             noise_multiplier=0.7, epochs=2,
                              batch_size=32, lr=1e-2, seed=3, progress=False, grad_sample_mode=mode)
         assert result.grad_sample_mode == mode and result.steps == 8
         weights[mode] = torch.cat([p.detach().flatten() for p in model.parameters()])

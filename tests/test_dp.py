@@ -106,20 +106,22 @@ def test_grad_sample_mode_prefers_book_keeping_then_opacus_ghost_then_hooks():
     # LayerNorm: Opacus has a per-sample rule, pets_lite.clipping has none.
     assert dp.grad_sample_mode_for(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))) == "ghost"
     assert dp.grad_sample_mode_for(Odd()) == "hooks"
-    with pytest.raises(dp.DPConfigError, match=r"grad_sample_mode='bk': no per-sample rule for <model> \(Odd\)"):
+    with pytest.raises(dp.DPConfigError,
+                       match=r"grad_sample_mode='bk': no per-sample rule for <model> \(Odd\)"):
         dp.train_dp(Odd(), TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))),
                     epsilon=8.0, epochs=1, batch_size=4, grad_sample_mode="bk")
 
 
 # ---------------------------------------------------------------- accounting
 
-ANCHOR = dict(noise_multiplier=1.1, sample_rate=256 / 60000, steps=int(60 * 60000 / 256), delta=1e-5)
+ANCHOR = dict(noise_multiplier=1.1, sample_rate=256 / 60000, steps=int(60 * 60000 / 256),
+              delta=1e-5)
 
 
 def test_anchor_matches_opacus_readme_history():
     report = dp.epsilon_report(**ANCHOR)
     assert 2.55 < report["rdp"] < 2.65          # today's RDP conversion
-    assert 2.95 < dp.classic_rdp_epsilon(**ANCHOR) < 3.05  # the README's 3.01 (Mironov's conversion)
+    assert 2.95 < dp.classic_rdp_epsilon(**ANCHOR) < 3.05  # 3.01 with Mironov's conversion
     assert report["prv"] < report["rdp"]        # PRV is tighter than the RDP upper bound
     assert abs(report["rdp"] - report["dp_accounting_rdp"]) < 1e-3
     assert abs(report["prv"] - report["dp_accounting_pld"]) / report["dp_accounting_pld"] < 0.02
@@ -193,7 +195,8 @@ def test_dp_model_is_cached_and_keyed_by_epsilon(tmp_path, monkeypatch, data_ava
     kw = dict(seed=0, fast=True, progress=False, epochs=1, batch_size=300)
     m1, splits, r1 = dp.dp_model(8.0, **kw)
     m2, _, r2 = dp.dp_model(8.0, **kw)
-    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert r1.noise_multiplier == r2.noise_multiplier and len(splits["train"]) == 1200
     assert len(list((tmp_path / "models").glob("dp_cnn-*.pt"))) == 1
     with pytest.raises(RecipeError, match="no settings .'learning_rate'."):
@@ -201,9 +204,20 @@ def test_dp_model_is_cached_and_keyed_by_epsilon(tmp_path, monkeypatch, data_ava
 
 
 def test_benchmark_runs_and_reports_every_mode(data_available, capsys):
-    spec = importlib.util.spec_from_file_location("dp_overhead", ROOT / "benchmarks" / "dp_overhead.py")
+    spec = importlib.util.spec_from_file_location("dp_overhead",
+                                                  ROOT / "benchmarks" / "dp_overhead.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     times = bench.main(["--n", "64", "--batch-size", "32", "--rounds", "1", "--width", "4"])
     assert set(times) == set(bench.MODES) and all(t[0] > 0 for t in times.values())
     assert "ghost" in capsys.readouterr().out
+
+
+def test_train_dp_leaves_the_callers_generator_alone_and_draws_its_own_streams(toy_data):
+    """No library call reseeds the global generator: the caller's stream goes on as if DP-SGD had
+    not run; sampling and noise come from generators of their own (config.derive_seed)."""
+    torch.manual_seed(123)
+    model = models.build_model("cnn", width=4, depth=2)
+    state = torch.get_rng_state()
+    dp.train_dp(model, toy_data(32), epsilon=8.0, epochs=1, batch_size=8, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)

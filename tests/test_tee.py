@@ -29,6 +29,14 @@ def hospital_for(world):
     return tee.Hospital(vendor.certificate, tee.measure(tee.ENCLAVE_SOURCE, model))
 
 
+def changed_copy(model):
+    """The model with one bias changed by 1e-3 (what a backdoor looks like to the hospital)."""
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.head[-1].bias.add_(1e-3)
+    return changed
+
+
 def test_round_trip_gives_the_plaintext_predictions(world):
     model, _, _, enclave = world
     hospital = hospital_for(world)
@@ -48,9 +56,7 @@ def test_round_trip_gives_the_plaintext_predictions(world):
 def test_changed_weights_or_code_fail_measurement(world):
     model, _, platform, _ = world
     hospital = hospital_for(world)
-    changed = copy.deepcopy(model)
-    with torch.no_grad():
-        changed.head[-1].bias.add_(1e-3)
+    changed = changed_copy(model)
     with pytest.raises(tee.MeasurementError, match="code or model was changed"):
         hospital.attest(tee.Enclave(platform, changed))
     with pytest.raises(tee.MeasurementError):
@@ -110,3 +116,45 @@ def test_measure_rejects_empty_code_and_is_stable(world):
     assert len(tee.measure("x", model)) == 32
     with pytest.raises(ValueError, match="non-empty"):
         tee.measure("", model)
+
+
+def test_a_forged_quote_claiming_the_audited_measurement_is_refused(world):
+    """The forgery that matters: a changed enclave's quote edited to carry the audited
+    measurement. Only the signature check stands between it and the key."""
+    model, _, platform, _ = world
+    hospital = hospital_for(world)
+    changed = changed_copy(model)
+    with pytest.raises(tee.QuoteSignatureError, match="altered or forged"):
+        hospital.attest(tee.Enclave(platform, changed),
+                        tamper=lambda e, n: e.with_quote_fields(measurement=hospital.expected))
+
+
+def test_a_nonce_the_hospital_never_issued_is_refused(world):
+    enclave = world[3]
+    hospital = hospital_for(world)
+    stale = bytes(32)  # never issued by this hospital
+    with pytest.raises(tee.ReplayError):
+        hospital.verify(enclave.attest(stale), stale)
+
+
+def test_tamper_outcomes_refuse_each_case_by_its_own_check(world):
+    model, _, platform, enclave = world
+    rows = tee.tamper_outcomes(hospital_for(world), enclave, platform, model,
+                               torch.rand(4, 1, 28, 28))
+    assert [r["case"] for r in rows] == list(tee.EXPECTED_REFUSALS)
+    for r in rows:
+        assert r["refused_by"] == r["expected"], r
+        assert r["outcome"] == ("accepted" if r["case"] == "genuine enclave" else "REFUSED")
+
+
+def test_overheads_are_measured_and_consistent(world):
+    model, _, _, enclave = world
+    images = torch.rand(8, 1, 28, 28)
+    o = tee.overheads(hospital_for(world), enclave, model, images, repeats=3)
+    assert o["session"] == pytest.approx(o["quote"] + o["verify"] + o["key_agreement"])
+    assert all(o[k] > 0 for k in ("encrypt", "enclave_run", "plaintext", "aes_gcm_mb_per_s"))
+    # ciphertext: the pixels plus a constant (tag, IV, key, associated data), not per image
+    assert 16 < o["ciphertext_overhead_bytes"] < 200 and 500 < o["evidence_bytes"] < 5000
+    per_image = (o["evidence_bytes"] + 8 * 784 + o["ciphertext_overhead_bytes"]
+                 + o["answer_bytes"]) / 8 / 1e6
+    assert o["megabytes_per_image"] == pytest.approx(per_image)
