@@ -33,7 +33,7 @@ import torch
 from . import config
 
 #: Bump when a change to training or models alters what a cached model would be.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 class RecipeError(ValueError):
