@@ -1,6 +1,6 @@
 # make book   set up .venv (first time), fetch + verify data, execute every notebook (full mode), build the book
-# make test   set up .venv (first time), run the test-suite in fast mode (notebooks and book build
-#             included), then the mutation harness
+# make test   set up .venv (first time), lint (ruff), run the test-suite in fast mode (notebooks and
+#             book build included), then the mutation harness
 # make mutants  every mutant of tests/mutants/registry.py against the tests that must catch it
 # make lint   ruff over the library, tests, scripts and notebooks
 # make readme rewrite the README's notebook table from the last `make book`
@@ -49,6 +49,7 @@ book: data
 	$(PY) book/build.py $(BOOK_ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	PETS_FAST=1 $(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) tests/mutants/run.py
 
