@@ -2,8 +2,8 @@
 
 MUTANTS = [
     dict(name="data-checksum-skipped", chapter="00", file="data.py",
-         old="            return verify(path, flag)\n    if not download:",
-         new="            return path\n    if not download:",
+         old="            return verify(path, flag, image_size)\n",
+         new="            return path\n",
          tests=("tests/test_data.py::test_corrupted_copy_is_refused",),
          why="a data file on disk is read without checking its MD5"),
     dict(name="cache-key-drops-a-field", chapter="lib", file="recipes.py",
