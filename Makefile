@@ -48,8 +48,7 @@ data: $(STAMP)
 book: data
 	$(PY) book/build.py $(BOOK_ARGS)
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check .
+test: lint
 	PETS_FAST=1 $(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) tests/mutants/run.py
 
